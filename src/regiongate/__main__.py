@@ -1,0 +1,5 @@
+"""``python -m regiongate`` runs the command line."""
+
+from regiongate.cli import main
+
+main()
