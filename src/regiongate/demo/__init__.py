@@ -1,0 +1,1 @@
+"""A small OpenAI-compatible upstream for demos and tests (``regiongate demo-upstream``)."""

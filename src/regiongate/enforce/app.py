@@ -1,0 +1,179 @@
+"""The ``regiongate serve`` application: operational endpoints, the decision endpoint, and
+the gate in front of the reverse proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from regiongate.config import Settings
+from regiongate.enforce.asgi import Receive, Scope, Send
+from regiongate.enforce.gate import Gate
+from regiongate.enforce.metrics import registry_for, render
+from regiongate.enforce.middleware import RegionGate
+from regiongate.enforce.proxy import ReverseProxy
+from regiongate.enforce.responses import error_body, send_json, send_plain
+from regiongate.errors import RegiongateError
+from regiongate.policy import Action
+
+__all__ = ["GatewayApp"]
+
+log = logging.getLogger("regiongate.gateway")
+
+
+class GatewayApp:
+    """One ASGI app: ``/healthz``, ``/readyz``, ``/metrics``, the decision endpoint, and
+    everything else through :class:`RegionGate` to the upstream (when one is configured)."""
+
+    def __init__(self, settings: Settings, gate: Gate, *, watch_interval: float = 2.0) -> None:
+        self.settings = settings
+        self.gate = gate
+        self.decision_path = settings.server.decision_path.rstrip("/")
+        # Envoy's HTTP ext_authz allows only on 200 (nginx auth_request takes any 2xx): point
+        # Envoy's path_prefix here and allowed requests get 200, blocked ones the same 403.
+        self.envoy_path = self.decision_path + "/envoy"
+        self.proxy: ReverseProxy | None = None
+        s = settings.server
+        if s.upstream:
+            self.proxy = ReverseProxy(
+                s.upstream,
+                connect_timeout=s.upstream_connect_timeout,
+                read_timeout=s.upstream_read_timeout,
+                max_connections=s.upstream_max_connections,
+                on_error=self._count_upstream_error,
+            )
+        self.gated = RegionGate(self.proxy or _no_upstream, gate=gate)
+        self.registry = registry_for(gate)
+        self._watch_interval = watch_interval
+        self._watcher: asyncio.Task[None] | None = None
+
+    def _count_upstream_error(self, kind: str) -> None:
+        errors = self.gate.stats.upstream_errors
+        errors[kind] = errors.get(kind, 0) + 1
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind == "http":
+            path: str = scope["path"]
+            if path == self.decision_path or path.startswith(self.decision_path + "/"):
+                await self._decide(scope, send, path)
+                return
+            if path == "/healthz":
+                await send_json(send, 200, {"status": "ok"})
+                return
+            if path == "/readyz":
+                await self._ready(scope, send)
+                return
+            if path == "/metrics":
+                await self._metrics(scope, send)
+                return
+        await self.gated(scope, receive, send)
+
+    # --- endpoints ------------------------------------------------------------------------------
+
+    async def _decide(self, scope: Scope, send: Send, path: str) -> None:
+        """nginx ``auth_request``: 204 allow, 403 + JSON block; Envoy ext_authz (HTTP) under
+        ``<decision_path>/envoy``: 200 allow (Envoy denies on anything else)."""
+        client = scope.get("client")
+        verdict = self.gate.check(client[0] if client else None, scope["headers"])
+        headers = verdict.headers()
+        if verdict.decision.action is Action.BLOCK:
+            response = self.gate.state.policy.response
+            await send_json(send, 403, response.body(), headers)
+            return
+        envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
+        status = 200 if envoy else 204
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    def _trusted_peer(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        return peer in {"127.0.0.1", "::1"} or self.gate.state.resolver.is_trusted(peer)
+
+    async def _ready(self, scope: Scope, send: Send) -> None:
+        state = self.gate.state
+        body: dict[str, Any] = {"status": "ready"}
+        if self._trusted_peer(scope):
+            body.update(
+                policy=state.policy.ref,
+                phase=state.policy.phase_at(self.gate.clock()).label,
+                snapshot=state.snapshot.header.get("created"),
+                upstream=self.settings.server.upstream,
+            )
+        await send_json(send, 200, body)
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        if not self._trusted_peer(scope):
+            await send_plain(send, 403, b"metrics are served to trusted networks only\n")
+            return
+        await send_plain(
+            send, 200, render(self.registry), b"text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    # --- lifespan and reload ----------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.settings.policy.watch and self._watch_interval > 0:
+                    self._watcher = asyncio.ensure_future(self._watch())
+                self._install_sighup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._watcher is not None:
+                    self._watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._watcher
+                if self.proxy is not None:
+                    await self.proxy.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def reload(self, *, force: bool = False) -> None:
+        """Reload changed files; a broken one is refused and logged, the old state serves on."""
+        try:
+            changed = self.gate.reload(force=force)
+        except RegiongateError as exc:
+            log.error("reload refused, still serving the previous state: %s", exc)
+            return
+        if changed:
+            log.warning("reloaded: %s", ", ".join(changed))
+
+    def _install_sighup(self) -> None:
+        """SIGHUP reloads the policy and snapshot (off the event loop: loading verifies a
+        checksum over the whole snapshot)."""
+        loop = asyncio.get_running_loop()
+
+        def on_hup() -> None:
+            loop.run_in_executor(None, lambda: self.reload(force=True))
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    async def _watch(self) -> None:
+        """Poll the snapshot and policy files; stat() every few seconds is all it costs."""
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            await asyncio.to_thread(self.reload)
+
+
+async def _no_upstream(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "http":
+        await send_json(
+            send,
+            502,
+            error_body(
+                "No upstream is configured (server.upstream)", "upstream_error", "no_upstream"
+            ),
+        )
+    elif scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.close", "code": 1011})

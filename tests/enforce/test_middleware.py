@@ -1,0 +1,253 @@
+"""RegionGate as pure ASGI middleware, in process (httpx's ASGI transport)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from regiongate import RegionGate
+from regiongate.enforce.gate import Verdict
+from regiongate.intel.snapshot import Snapshot
+
+BLOCKED_BODY = {
+    "error": {
+        "message": "Country, region, or territory not supported",
+        "type": "request_forbidden",
+        "param": None,
+        "code": "unsupported_country_region_territory",
+    }
+}
+
+
+def make_app(calls: list[dict[str, Any]]) -> Starlette:
+    async def endpoint(request: Request) -> JSONResponse:
+        verdict: Verdict = request.scope["regiongate"]
+        calls.append(dict(request.headers))
+        return JSONResponse(
+            {
+                "territory": request.headers.get("x-regiongate-territory"),
+                "decision": request.headers.get("x-regiongate-decision"),
+                "client": verdict.client.ip,
+                "reasons": list(verdict.decision.reasons),
+            }
+        )
+
+    return Starlette(routes=[Route("/v1/{rest:path}", endpoint, methods=["GET", "POST"])])
+
+
+def client_for(app: Any, peer: str = "127.0.0.1") -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(peer, 41000)), base_url="http://gw"
+    )
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def gated(tiny_snapshot_path: Path) -> tuple[RegionGate, list[dict[str, Any]]]:
+    calls: list[dict[str, Any]] = []
+    app = RegionGate(make_app(calls), policy="api-2024", snapshot=Snapshot(tiny_snapshot_path))
+    return app, calls
+
+
+def test_blocked_request_never_reaches_the_app(
+    gated: tuple[RegionGate, list[dict[str, Any]]],
+) -> None:
+    app, calls = gated
+
+    async def go() -> httpx.Response:
+        async with client_for(app) as c:
+            return await c.post(
+                "/v1/chat/completions", headers={"X-Forwarded-For": "4.0.0.9"}, json={}
+            )
+
+    r = run(go())
+    assert r.status_code == 403
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == BLOCKED_BODY
+    assert r.headers["x-regiongate-territory"] == "CN"
+    assert r.headers["x-regiongate-decision"] == "block"
+    assert calls == []
+
+
+def test_allowed_request_carries_headers_and_strips_forged_ones(
+    gated: tuple[RegionGate, list[dict[str, Any]]],
+) -> None:
+    app, calls = gated
+
+    async def go() -> httpx.Response:
+        async with client_for(app) as c:
+            return await c.get(
+                "/v1/models",
+                headers={
+                    "X-Forwarded-For": "3.0.0.1",
+                    "X-Regiongate-Territory": "US",  # forged by the client: must be replaced
+                    "X-Regiongate-Decision": "allow",
+                },
+            )
+
+    r = run(go())
+    assert r.status_code == 200
+    body = r.json()
+    assert body["territory"] == "US" and body["decision"] == "allow" and body["client"] == "3.0.0.1"
+    (seen,) = calls
+    assert seen["x-regiongate-territory"] == "US"  # one value, the gate's
+
+
+def test_forged_territory_header_cannot_unblock(
+    gated: tuple[RegionGate, list[dict[str, Any]]],
+) -> None:
+    app, calls = gated
+
+    async def go() -> httpx.Response:
+        async with client_for(app) as c:
+            return await c.get(
+                "/v1/models",
+                headers={"X-Forwarded-For": "2.0.3.4", "X-Regiongate-Decision": "allow"},
+            )
+
+    r = run(go())
+    assert r.status_code == 403 and r.headers["x-regiongate-territory"] == "UA-43"
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "status", "client"),
+    [
+        # An untrusted peer's headers are ignored: its own address decides.
+        ("4.0.0.1", "3.0.0.1", 403, None),
+        ("3.0.0.1", "4.0.0.1", 200, "3.0.0.1"),
+        # Forged left-most entry behind the trusted proxy: the right-most untrusted hop wins.
+        ("127.0.0.1", "4.0.0.1, 3.0.0.1", 200, "3.0.0.1"),
+        ("127.0.0.1", "3.0.0.1, 4.0.0.1", 403, None),
+        # Garbage in the chain: invalid client, which api-2024 blocks.
+        ("127.0.0.1", "3.0.0.1, not-an-ip", 403, None),
+        # Private client behind the proxy: allowed by api-2024 (internal traffic).
+        ("127.0.0.1", "10.1.2.3", 200, "10.1.2.3"),
+    ],
+)
+def test_client_resolution_through_the_middleware(
+    gated: tuple[RegionGate, list[dict[str, Any]]],
+    peer: str,
+    xff: str,
+    status: int,
+    client: str | None,
+) -> None:
+    app, _ = gated
+
+    async def go() -> httpx.Response:
+        async with client_for(app, peer) as c:
+            return await c.get("/v1/models", headers={"X-Forwarded-For": xff})
+
+    r = run(go())
+    assert r.status_code == status
+    if client:
+        assert r.json()["client"] == client
+
+
+def test_trusted_proxy_verdict_is_never_reused_for_a_forwarded_client(
+    gated: tuple[RegionGate, list[dict[str, Any]]],
+) -> None:
+    # The gate remembers verdicts for peers that connect directly. A trusted proxy's own
+    # request (no forwarding header) must not be remembered: its next request names a client.
+    app, _ = gated
+
+    async def go() -> list[int]:
+        async with client_for(app, "127.0.0.1") as c:
+            statuses = []
+            for headers in ({}, {"X-Forwarded-For": "4.0.0.1"}, {}, {"X-Forwarded-For": "4.0.0.1"}):
+                statuses.append((await c.get("/v1/models", headers=headers)).status_code)
+            return statuses
+
+    assert run(go()) == [200, 403, 200, 403]
+
+
+def test_direct_client_verdict_is_remembered_and_exact(
+    gated: tuple[RegionGate, list[dict[str, Any]]],
+) -> None:
+    # An untrusted peer: the same answer every time, whatever headers it sends.
+    app, _ = gated
+
+    async def go(peer: str) -> list[int]:
+        async with client_for(app, peer) as c:
+            return [
+                (await c.get("/v1/models", headers={"X-Forwarded-For": xff})).status_code
+                for xff in ("3.0.0.1", "4.0.0.1", "3.0.0.1")
+            ]
+
+    assert run(go("4.0.0.1")) == [403, 403, 403]
+    assert run(go("3.0.0.1")) == [200, 200, 200]
+
+
+def test_non_http_scopes_pass_through(tiny_snapshot_path: Path) -> None:
+    seen: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    app = RegionGate(inner, snapshot=Snapshot(tiny_snapshot_path))
+    run(app({"type": "lifespan"}, None, None))
+    assert seen == ["lifespan"]
+
+
+@pytest.mark.parametrize("extension", [True, False])
+def test_websocket_denied(tiny_snapshot_path: Path, extension: bool) -> None:
+    reached: list[bool] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(True)
+
+    app = RegionGate(inner, snapshot=Snapshot(tiny_snapshot_path))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/v1/ws",
+        "headers": [(b"x-forwarded-for", b"4.0.0.1")],
+        "client": ("127.0.0.1", 5000),
+        "extensions": {"websocket.http.response": {}} if extension else {},
+    }
+    run(app(scope, receive, send))
+    assert reached == []
+    if extension:
+        assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 403
+    else:
+        assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_account_exemption_via_header(tiny_snapshot_path: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "p.toml"
+    policy.write_text(
+        'name = "p"\nversion = "1"\nsupported = ["US"]\n[exemptions]\naccounts = ["org-qa"]\n'
+    )
+    calls: list[dict[str, Any]] = []
+    app = RegionGate(
+        make_app(calls),
+        policy=str(policy),
+        snapshot=Snapshot(tiny_snapshot_path),
+        account_header="X-Org",
+    )
+
+    async def go(org: str) -> int:
+        async with client_for(app) as c:
+            r = await c.get("/v1/x", headers={"X-Forwarded-For": "4.0.0.1", "X-Org": org})
+            return r.status_code
+
+    assert run(go("org-qa")) == 200
+    assert run(go("org-other")) == 403
