@@ -21,6 +21,7 @@ from regiongate.errors import ConfigError
 from regiongate.paths import data_home
 
 __all__ = [
+    "AccountsSettings",
     "AdminSettings",
     "DataSettings",
     "NotifySettings",
@@ -65,6 +66,20 @@ class StoreSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     url: str | None = None
 
 
+class AccountsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Off: no key is read, no event recorded, no account state enforced.
+    enabled: bool = True
+    key_header: str = "authorization"
+    key_scheme: str | None = "bearer"  # none: the header holds the bare key (x-api-key)
+    key_secret_file: str | None = None  # default $REGIONGATE_HOME/key-secret
+    unknown_keys: str = "allow"  # allow (the upstream authenticates) | block
+    queue_size: int = 100_000  # events waiting for the writer; beyond it they spool to disk
+    batch_size: int = 5_000
+    flush_interval: float = 0.05  # seconds the writer waits to fill a batch
+    spool_dir: str | None = None  # default $REGIONGATE_HOME/spool
+    refresh_interval: float = 0.25  # how often the account cache asks the store for changes
+
+
 class NotifySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     smtp_url: str | None = None
     sender: str | None = None
@@ -80,6 +95,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     policy: PolicySettings = msgspec.field(default_factory=PolicySettings)
     data: DataSettings = msgspec.field(default_factory=DataSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    accounts: AccountsSettings = msgspec.field(default_factory=AccountsSettings)
     notify: NotifySettings = msgspec.field(default_factory=NotifySettings)
     admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
 
@@ -93,6 +109,7 @@ _SECTIONS: Final[dict[str, type[msgspec.Struct]]] = {
     "policy": PolicySettings,
     "data": DataSettings,
     "store": StoreSettings,
+    "accounts": AccountsSettings,
     "notify": NotifySettings,
     "admin": AdminSettings,
 }
@@ -196,6 +213,23 @@ def _check(s: Settings, source: str) -> None:
                 else "server.cdn_networks"
             )
             raise bad(key, f"{cidr!r} is not a network (CIDR)") from None
+    a = s.accounts
+    if a.unknown_keys not in {"allow", "block"}:
+        raise bad("accounts.unknown_keys", "must be 'allow' or 'block'")
+    if not a.key_header.strip() or any(c in a.key_header for c in " :\r\n"):
+        raise bad("accounts.key_header", f"{a.key_header!r} is not a header name")
+    for key, value, low in (
+        ("queue_size", a.queue_size, 1),
+        ("batch_size", a.batch_size, 1),
+    ):
+        if value < low:
+            raise bad(f"accounts.{key}", f"must be at least {low}")
+    for key, seconds in (
+        ("flush_interval", a.flush_interval),
+        ("refresh_interval", a.refresh_interval),
+    ):
+        if not 0 < seconds <= 60:
+            raise bad(f"accounts.{key}", "must be between 0 and 60 seconds")
     if s.server.forwarded_header not in {"x-forwarded-for", "forwarded"}:
         raise bad("server.forwarded_header", "must be 'x-forwarded-for' or 'forwarded'")
     if not 1 <= s.server.hop_limit <= 64:

@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from regiongate.config import Settings
-from regiongate.enforce.asgi import Receive, Scope, Send
+from regiongate.enforce.asgi import ASGIApp, Receive, Scope, Send
 from regiongate.enforce.gate import Gate
 from regiongate.enforce.metrics import registry_for, render
 from regiongate.enforce.middleware import RegionGate
@@ -19,18 +19,33 @@ from regiongate.enforce.responses import error_body, send_json, send_plain
 from regiongate.errors import RegiongateError
 from regiongate.policy import Action
 
+if TYPE_CHECKING:
+    from regiongate.accounts.service import Accounts
+
 __all__ = ["GatewayApp"]
 
 log = logging.getLogger("regiongate.gateway")
+
+ADMIN_MOUNT = "/admin/api"
 
 
 class GatewayApp:
     """One ASGI app: ``/healthz``, ``/readyz``, ``/metrics``, the decision endpoint, and
     everything else through :class:`RegionGate` to the upstream (when one is configured)."""
 
-    def __init__(self, settings: Settings, gate: Gate, *, watch_interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        gate: Gate,
+        *,
+        watch_interval: float = 2.0,
+        accounts: Accounts | None = None,
+        admin: ASGIApp | None = None,
+    ) -> None:
         self.settings = settings
+        self.admin = admin
         self.gate = gate
+        self.accounts = accounts
         self.decision_path = settings.server.decision_path.rstrip("/")
         # Envoy's HTTP ext_authz allows only on 200 (nginx auth_request takes any 2xx): point
         # Envoy's path_prefix here and allowed requests get 200, blocked ones the same 403.
@@ -45,8 +60,11 @@ class GatewayApp:
                 max_connections=s.upstream_max_connections,
                 on_error=self._count_upstream_error,
             )
-        self.gated = RegionGate(self.proxy or _no_upstream, gate=gate)
-        self.registry = registry_for(gate)
+        self.gated = RegionGate(self.proxy or _no_upstream, gate=gate, accounts=accounts)
+        # The decision endpoint for identified requests: the same middleware in front of an
+        # app that answers "allow" (the account checks and events live in the middleware).
+        self._decide_with_account = RegionGate(self._allow, gate=gate, accounts=accounts)
+        self.registry = registry_for(gate, accounts)
         self._watch_interval = watch_interval
         self._watcher: asyncio.Task[None] | None = None
 
@@ -64,6 +82,9 @@ class GatewayApp:
             if path == self.decision_path or path.startswith(self.decision_path + "/"):
                 await self._decide(scope, send, path)
                 return
+            if path == ADMIN_MOUNT or path.startswith(ADMIN_MOUNT + "/"):
+                await self._admin(scope, receive, send)
+                return
             if path == "/healthz":
                 await send_json(send, 200, {"status": "ok"})
                 return
@@ -80,6 +101,9 @@ class GatewayApp:
     async def _decide(self, scope: Scope, send: Send, path: str) -> None:
         """nginx ``auth_request``: 204 allow, 403 + JSON block; Envoy ext_authz (HTTP) under
         ``<decision_path>/envoy``: 200 allow (Envoy denies on anything else)."""
+        if self.accounts is not None and self.accounts.reader.read(scope["headers"]) is not None:
+            await self._decide_with_account(scope, _no_body, send)
+            return
         client = scope.get("client")
         verdict = self.gate.check(client[0] if client else None, scope["headers"])
         headers = verdict.headers()
@@ -90,6 +114,24 @@ class GatewayApp:
         envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
         status = 200 if envoy else 204
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The admin API: never gated or proxied; only from loopback and trusted networks
+        (others get the same 404 as a gateway without it), then bearer tokens decide."""
+        if self.admin is None or not self._trusted_peer(scope):
+            await send_json(send, 404, error_body("Not found", "invalid_request_error",
+                                                  "not_found"))  # fmt: skip
+            return
+        root = scope.get("root_path", "") + ADMIN_MOUNT
+        await self.admin({**scope, "root_path": root}, receive, send)
+
+    async def _allow(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
+        headers = scope["regiongate"].headers()
+        await send({"type": "http.response.start", "status": 200 if envoy else 204,
+                    "headers": headers})  # fmt: skip
         await send({"type": "http.response.body", "body": b""})
 
     def _trusted_peer(self, scope: Scope) -> bool:
@@ -123,6 +165,8 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.accounts is not None:
+                    await asyncio.to_thread(self.accounts.start)
                 if self.settings.policy.watch and self._watch_interval > 0:
                     self._watcher = asyncio.ensure_future(self._watch())
                 self._install_sighup()
@@ -134,6 +178,9 @@ class GatewayApp:
                         await self._watcher
                 if self.proxy is not None:
                     await self.proxy.close()
+                if self.accounts is not None:
+                    # Drain the event queue to the store (or the spool) before exiting.
+                    await asyncio.to_thread(self.accounts.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -177,3 +224,7 @@ async def _no_upstream(scope: Scope, receive: Receive, send: Send) -> None:
     elif scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.close", "code": 1011})
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}

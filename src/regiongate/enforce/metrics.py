@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from regiongate.enforce.gate import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
+    from regiongate.accounts.service import Accounts
     from regiongate.enforce.gate import Gate
 
 __all__ = ["GateCollector", "render"]
@@ -86,9 +87,50 @@ class GateCollector(Collector):
         yield info
 
 
-def registry_for(gate: Gate) -> CollectorRegistry:
+class AccountsCollector(Collector):
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def collect(self) -> Iterator[Metric]:
+        a = self.accounts
+        sink = a.sink
+        for name, help_text, value in (
+            ("events_accepted", "Events put on the queue", sink.accepted),
+            ("events_acknowledged", "Events committed to the store or fsynced to the spool",
+             sink.acknowledged),
+            ("events_written", "New events written to the store", sink.written),
+            ("events_spooled", "Events written to the local spool (store down or queue full)",
+             sink.spooled),
+            ("events_replayed", "Spooled events replayed into the store", sink.replayed),
+            ("account_refused_requests", "Requests refused because the organisation is "
+             "suspended or its appeal is pending", a.refused_requests),
+            ("account_unknown_key_requests", "Requests with a key no organisation has",
+             a.unknown_key_requests),
+            ("account_transitions", "State changes made by the account rules",
+             a.rules.transitions),
+        ):  # fmt: skip
+            yield CounterMetricFamily(f"regiongate_{name}", help_text, value=value)
+        yield GaugeMetricFamily(
+            "regiongate_events_pending", "Events waiting for the writer", value=sink.pending
+        )
+        yield GaugeMetricFamily(
+            "regiongate_events_spool_bytes", "Size of the event spool", value=sink.spool_size()
+        )
+        yield GaugeMetricFamily(
+            "regiongate_account_store_up", "1 if the last store write succeeded",
+            value=1 if sink.store_up else 0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "regiongate_account_refused_orgs", "Organisations refused now",
+            value=len(a.cache.refused),
+        )  # fmt: skip
+
+
+def registry_for(gate: Gate, accounts: Accounts | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GateCollector(gate))
+    if accounts is not None:
+        registry.register(AccountsCollector(accounts))
     return registry
 
 

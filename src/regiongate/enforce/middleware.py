@@ -17,14 +17,28 @@ import json
 import operator
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from regiongate.clientip import ClientIPConfig, ClientResolver
 from regiongate.enforce.asgi import ASGIApp, Receive, Scope, Send
 from regiongate.enforce.gate import _OWN_HEADERS, Gate, GateState
+from regiongate.enforce.responses import send_json
 from regiongate.intel.snapshot import Snapshot, open_snapshot
 from regiongate.policy import Action, Policy, Response, load_policy
 
+if TYPE_CHECKING:
+    from regiongate.accounts.service import Accounts
+
 __all__ = ["RegionGate"]
+
+_UNKNOWN_KEY_BODY = {
+    "error": {
+        "message": "Incorrect API key provided.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+}
 
 # RFC 6455 close code "policy violation", for WebSocket handshakes when the server cannot
 # send an HTTP denial response.
@@ -46,8 +60,10 @@ class RegionGate:
         trusted_proxies: Iterable[str] = ("127.0.0.1/32", "::1/128"),
         forwarded_header: str = "x-forwarded-for",
         account_header: str | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.app = app
+        self.accounts = accounts
         if gate is None:
             pol = load_policy(policy) if isinstance(policy, str) else policy
             snap = (
@@ -94,6 +110,12 @@ class RegionGate:
             return
         client = scope.get("client")
         headers = scope["headers"]
+        accounts = self.accounts
+        if accounts is not None:
+            identity = accounts.identify(headers)
+            if identity is not None:
+                await self._with_account(scope, receive, send, accounts, identity)
+                return
         if self._account_header is None:
             verdict = self._check(client[0] if client else None, headers)
         else:
@@ -103,6 +125,39 @@ class RegionGate:
                     account = value.decode("latin-1")
                     break
             verdict = self.gate.check(client[0] if client else None, headers, account=account)
+        await self._enforce(scope, receive, send, verdict)
+
+    async def _with_account(
+        self, scope: Scope, receive: Receive, send: Send, accounts: Accounts, identity: Any
+    ) -> None:
+        """An identified request: the organisation's state first, then the policy."""
+        client = scope.get("client")
+        org = identity.org
+        gate = self.gate
+        # The account matters to the decision only through exemptions; without them the
+        # per-client memo keeps working.
+        exempt = org is not None and org in gate.state.policy.exempt_accounts
+        verdict = gate.check(
+            client[0] if client else None, scope["headers"], account=org if exempt else None
+        )
+        if org is None:
+            accounts.unknown_key_requests += 1
+            if accounts.block_unknown:
+                await _deny(scope, receive, send, 401, _UNKNOWN_KEY_BODY, verdict.extra_headers)
+                return
+        elif org in accounts.cache.refused:
+            accounts.refused_requests += 1
+            accounts.record(identity, verdict, refused=True)
+            body = gate.state.policy.accounts.body()
+            await _deny(scope, receive, send, 403, body, verdict.extra_headers)
+            return
+        else:
+            accounts.record(identity, verdict)
+        await self._enforce(scope, receive, send, verdict)
+
+    async def _enforce(self, scope: Scope, receive: Receive, send: Send, verdict: Any) -> None:
+        kind = scope["type"]
+        headers = scope["headers"]
         decision = verdict.decision
         if decision.action is _BLOCK:
             response = self.gate.state.policy.response
@@ -148,3 +203,17 @@ async def _deny_websocket(
         await send({"type": "websocket.http.response.body", "body": data})
     else:
         await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
+
+
+async def _deny(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    extra_headers: Iterable[tuple[bytes, bytes]],
+) -> None:
+    if scope["type"] == "websocket":
+        await _deny_websocket(scope, receive, send, status, body)
+        return
+    await send_json(send, status, body, tuple(extra_headers))

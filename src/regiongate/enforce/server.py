@@ -13,9 +13,12 @@ import logging
 
 import uvicorn
 
+from regiongate.accounts.service import Accounts
 from regiongate.config import Settings
 from regiongate.enforce.app import GatewayApp
+from regiongate.enforce.asgi import ASGIApp
 from regiongate.enforce.gate import Gate
+from regiongate.errors import ConfigError
 
 __all__ = ["build", "run", "split_listen", "uvicorn_config"]
 
@@ -26,8 +29,42 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 def build(settings: Settings) -> GatewayApp:
-    """Load the gate (snapshot, policy) and build the app; raises ``RegiongateError``."""
-    return GatewayApp(settings, Gate.from_settings(settings))
+    """Load the gate (snapshot, policy), open the account store, and build the app.
+
+    Raises ``RegiongateError`` (``StoreUnavailable`` when the store does not answer at start:
+    a gateway that cannot reach its configured store says so instead of serving without it).
+    """
+    gate = Gate.from_settings(settings)
+    accounts = None
+    if settings.accounts.enabled:
+        from regiongate.accounts.store import store_from_url
+
+        try:
+            store = store_from_url(settings.store_url())
+        except ValueError as exc:
+            raise ConfigError(f"store.url: {exc}") from None
+        accounts = Accounts(store, settings.accounts, lambda: gate.state.policy, clock=gate.clock)
+    admin = None
+    if settings.admin.enabled and accounts is not None:
+        admin = _admin(settings, accounts)
+    return GatewayApp(settings, gate, accounts=accounts, admin=admin)
+
+
+def _admin(settings: Settings, accounts: Accounts) -> ASGIApp | None:
+    """The admin API, if it has tokens: a configured tokens file must load; without one, the
+    default ``$REGIONGATE_HOME/admin-tokens.toml`` is used when it exists (else the API is
+    off, and the log says how to create a token)."""
+    from regiongate.accounts.admin import admin_app, tokens_from_settings
+    from regiongate.paths import data_home
+
+    if settings.admin.tokens_file is None and not (data_home() / "admin-tokens.toml").exists():
+        logging.getLogger("regiongate.gateway").warning(
+            "admin API off: no tokens (create one with `regiongate admin token --name NAME "
+            "--role operator`)"
+        )
+        return None
+    tokens = tokens_from_settings(settings.admin)
+    return admin_app(accounts.store, accounts.rules, accounts.hasher, tokens)
 
 
 def uvicorn_config(

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTION_KEYS",
+    "AccountRules",
     "Policy",
     "Response",
     "Rule",
@@ -60,9 +61,14 @@ DEFAULT_ACTIONS: Final[dict[str, Action]] = {
 _TOP_KEYS: Final = (
     "name", "version", "description", "source", "default", "supported", "unsupported",
     "groups", "notice_from", "enforce_from", "mode", "consensus", "actions", "exemptions",
-    "response",
+    "response", "accounts",
 )  # fmt: skip
 _RESPONSE_KEYS: Final = ("status", "type", "code", "message")
+_ACCOUNT_KEYS: Final = ("strikes", "window", "count", "payments", "message")
+# Decision rules a strike can be counted for: the territory rule and the anonymizer flags.
+STRIKE_RULES: Final = ("unsupported-territory", "tor", "vpn", "hosting", "proxy", "relay",
+                       "unknown", "invalid", "disputed")  # fmt: skip
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EXEMPTION_KEYS: Final = ("accounts", "networks")
 _MAX_LIST: Final = 10_000
 
@@ -85,6 +91,55 @@ class Response:
         return {
             "error": {"message": self.message, "type": self.type, "param": None, "code": self.code}
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountRules:
+    """What makes an organisation's state change by itself (the ``[accounts]`` table).
+
+    ``strikes`` flagged or blocked requests whose decision rule is in ``count``, within
+    ``window`` seconds, make an organisation ``warned`` before ``enforce_from`` and
+    ``suspended`` from it on (0 turns the rule off). A payment whose card or billing country
+    is unsupported does what ``payments`` says, whatever the traffic looks like. A refused
+    organisation gets 403 ``account_deactivated`` with ``message``.
+    """
+
+    strikes: int = 20
+    window: float = 86400.0
+    count: frozenset[str] = frozenset({"unsupported-territory"})
+    payments: str = "suspend"  # suspend | warn | ignore
+    message: str = (
+        "Your organization has been deactivated for using the API from an unsupported "
+        "country, region, or territory. Contact support to appeal."
+    )
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": "request_forbidden",
+                "param": None,
+                "code": "account_deactivated",
+            }
+        }
+
+
+def parse_duration(text: object) -> float:
+    """``"24h"``, ``"30m"``, ``"7d"``, ``"90s"``, ``"2w"`` (or a number of seconds)."""
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a duration")
+    if isinstance(text, int | float):
+        seconds = float(text)
+    elif isinstance(text, str) and len(text) >= 2 and text[-1] in _DURATION_UNITS:
+        try:
+            seconds = float(text[:-1]) * _DURATION_UNITS[text[-1]]
+        except ValueError:
+            raise ValueError(f"{text!r} is not a duration (24h, 30m, 7d)") from None
+    else:
+        raise ValueError(f"{text!r} is not a duration (24h, 30m, 7d)")
+    if not 0 < seconds <= 366 * 86400:
+        raise ValueError(f"{text!r} must be more than 0 and at most a year")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +170,7 @@ class Policy:
     exempt_accounts: frozenset[str] = frozenset()
     exempt_networks: tuple[str, ...] = ()
     response: Response = field(default_factory=Response)
+    accounts: AccountRules = field(default_factory=AccountRules)
     origin: str = ""
     decide: Callable[[Origin, Context], Decision] = field(init=False, repr=False, compare=False)
     engine: Engine = field(init=False, repr=False, compare=False)
@@ -186,6 +242,13 @@ class Policy:
                 "type": self.response.type,
                 "code": self.response.code,
                 "message": self.response.message,
+            },
+            "accounts": {
+                "strikes": self.accounts.strikes,
+                "window": self.accounts.window,
+                "count": sorted(self.accounts.count),
+                "payments": self.accounts.payments,
+                "message": self.accounts.message,
             },
         }
 
@@ -430,6 +493,7 @@ def parse_policy(doc: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
         code=r.string(raw_response, "code", default=defaults.code, where="response"),
         message=r.string(raw_response, "message", default=defaults.message, where="response"),
     )
+    accounts_rules = _account_rules(r, r.table(doc, "accounts"))
     return Policy(
         name=name,
         version=version,
@@ -446,7 +510,38 @@ def parse_policy(doc: Mapping[str, Any], *, source: str = "<policy>") -> Policy:
         exempt_accounts=frozenset(a.strip() for a in accounts),
         exempt_networks=tuple(networks),
         response=response,
+        accounts=accounts_rules,
         origin=source,
+    )
+
+
+def _account_rules(r: _Reader, table: Mapping[str, Any]) -> AccountRules:
+    r.check_keys(table, _ACCOUNT_KEYS, "accounts")
+    defaults = AccountRules()
+    strikes = table.get("strikes", defaults.strikes)
+    if isinstance(strikes, bool) or not isinstance(strikes, int) or not 0 <= strikes <= 10**9:
+        raise r.fail("accounts.strikes", f"{strikes!r} must be a whole number >= 0 (0: off)")
+    try:
+        window = parse_duration(table.get("window", "24h"))
+    except ValueError as exc:
+        raise r.fail("accounts.window", str(exc)) from None
+    count = defaults.count
+    if "count" in table:
+        entries = r.strings_at(table["count"], "accounts.count")
+        for i, entry in enumerate(entries):
+            if entry not in STRIKE_RULES:
+                raise r.fail(
+                    f"accounts.count[{i}]",
+                    f"{entry!r} is not one of {', '.join(STRIKE_RULES)}"
+                    + _suggest(entry, STRIKE_RULES),
+                )
+        count = frozenset(entries)
+    return AccountRules(
+        strikes=strikes,
+        window=window,
+        count=count,
+        payments=r.choice(table, "payments", ("suspend", "warn", "ignore"), "suspend", "accounts"),
+        message=r.string(table, "message", default=defaults.message, where="accounts"),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from regiongate.policy.document import ACTION_KEYS
+from regiongate.policy.document import ACTION_KEYS, STRIKE_RULES
 
 __all__ = ["policy_schema"]
 
@@ -75,6 +75,31 @@ def policy_schema() -> dict[str, Any]:
                     "status": {"type": "integer", "minimum": 400, "maximum": 599},
                     "type": {"type": "string"},
                     "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+            "accounts": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "rules that change an organisation's state by themselves",
+                "properties": {
+                    "strikes": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "flagged/blocked requests within `window` that make an "
+                        "organisation warned (before enforce_from) or suspended; 0: off",
+                    },
+                    "window": {
+                        "type": ["string", "number"],
+                        "pattern": r"^[0-9.]+[smhdw]$",
+                        "description": "24h, 30m, 7d, or seconds",
+                    },
+                    "count": {
+                        "type": "array",
+                        "items": {"enum": list(STRIKE_RULES)},
+                        "description": "decision rules that count as strikes",
+                    },
+                    "payments": {"enum": ["suspend", "warn", "ignore"]},
                     "message": {"type": "string"},
                 },
             },
