@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 from rich.table import Table
 
 from regiongate import __version__
+from regiongate.cli.accounts import accounts_app, audit_app, payments_app
 from regiongate.cli.export import export_app
 from regiongate.errors import RegiongateError
 from regiongate.intel.model import Consensus
@@ -150,6 +151,9 @@ policy_app = typer.Typer(help="Validate, show and compare policies.", no_args_is
 app.add_typer(policy_app, name="policy")
 
 app.add_typer(export_app, name="export")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(payments_app, name="payments")
+app.add_typer(audit_app, name="audit")
 
 PolicyArg = Annotated[str, typer.Argument(help="Policy file or preset name.", show_default=False)]
 
@@ -549,6 +553,63 @@ def demo(
     finally:
         child.terminate()
         child.wait(timeout=10)
+
+
+# --- admin ---------------------------------------------------------------------------------------
+
+admin_cli = typer.Typer(help="The admin API's bearer tokens.", no_args_is_help=True)
+app.add_typer(admin_cli, name="admin")
+
+
+@admin_cli.command("token")
+def admin_token(
+    name: Annotated[str, typer.Option(help="Who the token is for (audited as admin:NAME).")],
+    role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "operator",
+    tokens_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Tokens file [default: admin.tokens_file, else $REGIONGATE_HOME/"
+            "admin-tokens.toml].",
+        ),
+    ] = None,
+) -> None:
+    """Create an admin API token: the entry (a SHA-256 digest, never the token) goes into the
+    tokens file; the token is printed once."""
+    import os
+
+    from regiongate.accounts.tokens import Tokens, new_token
+    from regiongate.config import load_settings
+    from regiongate.paths import data_home
+
+    try:
+        settings = load_settings()
+        path = tokens_file or (
+            Path(settings.admin.tokens_file)
+            if settings.admin.tokens_file
+            else data_home() / "admin-tokens.toml"
+        )
+        token, entry = new_token(name, role)
+        if path.exists():
+            existing = Tokens.load(path)  # refuse to append to a broken file
+            if name in existing.names:
+                raise typer.BadParameter(f"{path} already has a token named {name!r}")
+            text = path.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + entry
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = entry
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        Tokens.load(path)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except RegiongateError as exc:
+        raise _fail(exc) from exc
+    err.print(f"added token {escape(name)} ({role}) to {path}; it is shown once:")
+    out.print(token, highlight=False, markup=False)
 
 
 def main() -> None:
