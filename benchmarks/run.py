@@ -383,8 +383,20 @@ def fig_gateway(sizes: Sizes) -> list[Result]:
     sys.path.insert(0, str(Path(__file__).parent))
     import bench_gateway
 
+    return _rows(bench_gateway.run(quick=sizes is QUICK))
+
+
+def fig_accounts(sizes: Sizes) -> list[Result]:
+    """Figures 14-15 (accounts issue): event ingestion, gateway throughput with accounts."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_accounts
+
+    return _rows(bench_accounts.run(quick=sizes is QUICK))
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[Result]:
     out = []
-    for row in bench_gateway.run(quick=sizes is QUICK):
+    for row in rows:
         if "skipped" in row:
             out.append(
                 Result(str(row["figure"]), str(row["name"]), float("nan"), "", note=row["skipped"])
@@ -745,6 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     results += fig_policy(snap_path, src, ips, sizes)
     results += fig_clientip(sizes)
     results += fig_gateway(sizes)
+    results += fig_accounts(sizes)
     results += memory
     elapsed = time.perf_counter() - t0
 
