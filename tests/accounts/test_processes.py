@@ -1,4 +1,4 @@
-"""Real gateway processes (``regiongate serve``) sharing one PostgreSQL store: strikes counted
+"""Real gateway processes (``regiongate serve``) sharing one PostgreSQL or Redis store: strikes counted
 across them, a suspension enforced by all within a second, and ``kill -9`` under load losing
 no acknowledged event."""
 
@@ -23,9 +23,8 @@ import pytest
 
 from regiongate.accounts.identity import KeyHasher, load_secret
 from regiongate.accounts.model import Key, State
-from regiongate.accounts.store import StoreUnavailable, store_from_url
-from regiongate.accounts.store.sql import SQLStore
-from tests.accounts.stores import PG_URL
+from regiongate.accounts.store import Store, StoreUnavailable, store_from_url
+from tests.accounts.stores import PG_URL, REDIS_URL
 from tests.enforce.servers import free_port
 
 US, CN = "3.0.0.1", "4.0.0.1"
@@ -41,23 +40,42 @@ window = "1h"
 """
 
 
-@pytest.fixture
-def pg() -> Iterator[SQLStore]:
+REDIS_DB15 = REDIS_URL.rsplit("/", 1)[0] + "/15"  # a database of its own: flushed by the test
+
+
+def _open(url: str) -> Store:
     try:
-        store = store_from_url(PG_URL)
+        return store_from_url(url)
     except StoreUnavailable as exc:
         if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL not answering: {exc}")
-        pytest.skip(f"PostgreSQL not answering: {exc}")
-    assert isinstance(store, SQLStore)
-    store.truncate_for_tests()
+            pytest.fail(f"{url} not answering: {exc}")
+        pytest.skip(f"{url} not answering: {exc}")
+
+
+@pytest.fixture(params=["postgresql", "redis"])
+def shared(request: pytest.FixtureRequest) -> Iterator[tuple[str, Store]]:
+    """The store every gateway process of a test shares, empty, and its URL."""
+    url = PG_URL if request.param == "postgresql" else REDIS_DB15
+    store = _open(url)
+    store.truncate_for_tests()  # type: ignore[attr-defined]
+    yield url, store
+    store.truncate_for_tests()  # type: ignore[attr-defined]
+    store.close()
+
+
+@pytest.fixture
+def pg() -> Iterator[Store]:
+    store = _open(PG_URL)
+    store.truncate_for_tests()  # type: ignore[attr-defined]
     yield store
-    store.truncate_for_tests()
+    store.truncate_for_tests()  # type: ignore[attr-defined]
     store.close()
 
 
 class Gateway:
-    def __init__(self, home: Path, snapshot: Path, name: str, upstream: int) -> None:
+    def __init__(
+        self, home: Path, snapshot: Path, name: str, upstream: int, store_url: str = PG_URL
+    ) -> None:
         self.port = free_port()
         self.home = home
         config = home / f"{name}.toml"
@@ -74,7 +92,7 @@ watch = false
 [data]
 snapshot = "{snapshot}"
 [store]
-url = "{PG_URL}"
+url = "{store_url}"
 [accounts]
 spool_dir = "{home / ("spool-" + name)}"
 """
@@ -141,7 +159,7 @@ def upstream(home: Path) -> Iterator[int]:
         proc.wait(10)
 
 
-def register(store: SQLStore, home: Path, org: str, key: str) -> None:
+def register(store: Store, home: Path, org: str, key: str) -> None:
     kid = KeyHasher(load_secret(home / "key-secret")).key_id(key)
     store.upsert_org(org, actor="test")
     store.add_key(Key(kid, org), actor="test")
@@ -158,15 +176,16 @@ def wait_for(predicate: object, timeout: float) -> float:
 
 
 def test_two_gateways_share_strikes_and_suspensions(
-    pg: SQLStore, tmp_path: Path, tiny_snapshot_path: Path
+    shared: tuple[str, Store], tmp_path: Path, tiny_snapshot_path: Path
 ) -> None:
+    url, pg = shared
     Gateway.sent.clear()
     with upstream(tmp_path) as up:
         # The key secret is shared through REGIONGATE_HOME; create it before both start.
         register(pg, tmp_path, "org-a", "sk-a")
         register(pg, tmp_path, "org-b", "sk-b")
-        a = Gateway(tmp_path, tiny_snapshot_path, "a", up)
-        b = Gateway(tmp_path, tiny_snapshot_path, "b", up)
+        a = Gateway(tmp_path, tiny_snapshot_path, "a", up, url)
+        b = Gateway(tmp_path, tiny_snapshot_path, "b", up, url)
         try:
             assert a.get("sk-a", US)[0] == 200 and b.get("sk-a", US)[0] == 200
             # Strikes from both processes add up: 3 on A, 2 on B make 5.
@@ -197,7 +216,7 @@ def test_two_gateways_share_strikes_and_suspensions(
 
 
 def test_kill_9_under_load_loses_no_acknowledged_event(
-    pg: SQLStore, tmp_path: Path, tiny_snapshot_path: Path
+    pg: Store, tmp_path: Path, tiny_snapshot_path: Path
 ) -> None:
     with upstream(tmp_path) as up:
         register(pg, tmp_path, "org-load", "sk-load")

@@ -17,6 +17,7 @@ from rich.table import Table
 from regiongate import __version__
 from regiongate.cli.accounts import accounts_app, audit_app, payments_app
 from regiongate.cli.export import export_app
+from regiongate.cli.impact import impact
 from regiongate.errors import RegiongateError
 from regiongate.intel.model import Consensus
 
@@ -154,6 +155,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(payments_app, name="payments")
 app.add_typer(audit_app, name="audit")
+app.command("impact")(impact)
 
 PolicyArg = Annotated[str, typer.Argument(help="Policy file or preset name.", show_default=False)]
 

@@ -148,8 +148,24 @@ class Engine:
             return Action.BLOCK, unsupported[0][0], reasons
         return Action.ALLOW, supported[0][0], [f"{t} is supported ({b})" for t, b in supported]
 
-    def explain(self, origin: Origin, phase: Phase) -> Decision:
-        """Decide from scratch, collecting every reason (the memoised path returns these)."""
+    def outcome(self, origin: Origin) -> tuple[Action, str | None, str]:
+        """(intended action, territory, rule) for ``origin`` before the phase and the mode
+        apply: :meth:`explain` without the reasons, for bulk replays (one call per snapshot
+        row; :meth:`phase_action` then gives the action in each phase)."""
+        intended, territory, rule, _ = self._core(origin, explain=False)
+        return intended, territory, rule
+
+    def phase_action(self, intended: Action, phase: Phase) -> Action:
+        """The action taken for ``intended`` in ``phase`` under this policy's mode."""
+        if phase is Phase.BEFORE_NOTICE:
+            return Action.ALLOW
+        if phase is Phase.NOTICE and intended is Action.BLOCK:
+            intended = Action.FLAG
+        if self.policy.mode is Mode.DRY_RUN and intended is Action.BLOCK:
+            return Action.FLAG
+        return intended
+
+    def _core(self, origin: Origin, *, explain: bool) -> tuple[Action, str | None, str, list[str]]:
         p = self.policy
         flags = origin.flags
         reasons: list[str] = []
@@ -185,7 +201,14 @@ class Engine:
                     if action.severity > intended.severity:
                         intended = action
                         rule = key
-            reasons.append(_sources_said(origin))
+            if explain:
+                reasons.append(_sources_said(origin))
+        return intended, territory, rule, reasons
+
+    def explain(self, origin: Origin, phase: Phase) -> Decision:
+        """Decide from scratch, collecting every reason (the memoised path returns these)."""
+        p = self.policy
+        intended, territory, rule, reasons = self._core(origin, explain=True)
         if phase is Phase.BEFORE_NOTICE:
             if intended is not Action.ALLOW:
                 start = p.notice_from or p.enforce_from

@@ -1,0 +1,189 @@
+"""``regiongate impact``: replay access logs against a policy and report who is affected."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from regiongate.errors import RegiongateError
+
+__all__ = ["impact"]
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    directory = path.parent if str(path.parent) else Path()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def impact(
+    logs: Annotated[list[Path], typer.Argument(help="Access logs (one format; .gz/.zst ok).")],
+    policy: Annotated[str, typer.Option(help="Policy file or preset name.")] = "api-2024",
+    against: Annotated[
+        str | None, typer.Option(help="Compare with this policy: what changes from it.")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="Decide every line as of this ISO date/time (default: its own time)."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="jsonl, csv, parquet or nginx (default: by name)."),
+    ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--field",
+            help="NAME=COLUMN for time, peer, xff, org, key (e.g. --field time=@timestamp; "
+            "--field xff= for none).",
+        ),
+    ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="CIDR whose X-Forwarded-For is believed (default: server.trusted_proxies).",
+        ),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write per-org CSV.")] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the HTML report.")
+    ] = None,
+    snapshot: Annotated[Path | None, typer.Option(help="Snapshot file.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Lines per batch (memory bound).")] = 1_000_000,
+    top: Annotated[int, typer.Option(help="Organisations shown in the terminal.")] = 15,
+) -> None:
+    """Replay access logs against a policy: who would it block, from where, since when."""
+    from regiongate.analytics.impact import FieldMap, replay
+    from regiongate.analytics.report import render_html
+    from regiongate.clientip import ClientIPConfig
+    from regiongate.config import load_settings
+    from regiongate.intel.snapshot import open_snapshot
+    from regiongate.policy import load_policy
+
+    when = None
+    if at is not None:
+        try:
+            parsed = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise typer.BadParameter(f"--at {at!r} is not an ISO 8601 date or datetime") from None
+        when = (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+    if batch_size < 1000:
+        raise typer.BadParameter("--batch-size must be at least 1000")
+    try:
+        settings = load_settings()
+        pol = load_policy(policy)
+        other = load_policy(against) if against else None
+        snap = open_snapshot(snapshot, consensus=pol.consensus)
+        other_snap = (
+            open_snapshot(snapshot, consensus=other.consensus)
+            if other is not None and other.consensus is not pol.consensus
+            else None
+        )
+        proxies = tuple(trusted_proxy) if trusted_proxy else tuple(settings.server.trusted_proxies)
+        config = ClientIPConfig(
+            trusted_proxies=proxies,
+            header=settings.server.forwarded_header,
+            hop_limit=settings.server.hop_limit,
+        )
+        fields = FieldMap.parse(field or [])
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]replaying[/] {task.fields[lines]:,} lines"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("replay", total=None, lines=0)
+            seen = [0]
+
+            def advance(n: int) -> None:
+                seen[0] += n
+                progress.update(task, lines=seen[0])
+
+            report = replay(
+                [str(p) for p in logs],
+                policy=pol,
+                snapshot=snap,
+                against=other,
+                against_snapshot=other_snap,
+                at=when,
+                client_ip=config,
+                fmt=fmt,
+                fields=fields,
+                batch_size=batch_size,
+                progress=advance,
+            )
+    except RegiongateError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    data = report.to_dict()
+    if json_out:
+        _write_atomic(json_out, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    if csv_out:
+        import io
+
+        buf = io.StringIO()
+        report.write_csv(buf)
+        _write_atomic(csv_out, buf.getvalue())
+    if html_out:
+        _write_atomic(html_out, render_html(data))
+    _summary(data, top)
+    for label, path in (("JSON", json_out), ("CSV", csv_out), ("HTML", html_out)):
+        if path:
+            err.print(f"wrote {label} report {path}")
+
+
+def _summary(data: dict[str, object], top: int) -> None:
+    lines: Any = data["lines"]
+    totals: Any = data["totals"]
+    err.print(
+        f"[bold]{data['policy']}[/]"
+        + (f" against [bold]{data['against']}[/]" if data.get("against") else "")
+        + f": {lines['total']:,} lines, {lines['malformed']:,} malformed; "
+        f"{totals['affected_organisations']:,} of {totals['organisations']:,} organisations "
+        f"and {totals['affected_requests']:,} requests affected",
+        highlight=False,
+    )
+    table = Table(title="by territory", title_justify="left")
+    for name in ("territory", "requests", "allow", "flag", "block"):
+        table.add_column(name, justify="left" if name == "territory" else "right")
+    for row in totals["by_territory"][:top]:
+        table.add_row(row["territory"], *(f"{row[k]:,}" for k in ("requests", "allow", "flag",
+                                                                   "block")))  # fmt: skip
+    out.print(table)
+    orgs = [o for o in data["orgs"] if o["affected_requests"]][:top]  # type: ignore[attr-defined]
+    if orgs:
+        t2 = Table(title="most affected organisations", title_justify="left")
+        for name in ("org", "requests", "affected", "share", "unsupported territories"):
+            t2.add_column(name, justify="right" if name in ("requests", "affected", "share")
+                          else "left")  # fmt: skip
+        for o in orgs:
+            t2.add_row(
+                escape(o["org"]),
+                f"{o['requests']:,}",
+                f"{o['affected_requests']:,}",
+                f"{100 * o['affected_share']:.1f}%",
+                ", ".join(f"{k} {v:,}" for k, v in o["unsupported_territories"].items()),
+            )
+        out.print(t2)
