@@ -394,6 +394,14 @@ def fig_accounts(sizes: Sizes) -> list[Result]:
     return _rows(bench_accounts.run(quick=sizes is QUICK))
 
 
+def fig_impact(sizes: Sizes) -> list[Result]:
+    """Figure 16 (impact issue): log replay end to end vs a per-line loop."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_impact
+
+    return _rows(bench_impact.run(quick=sizes is QUICK))
+
+
 def _rows(rows: list[dict[str, Any]]) -> list[Result]:
     out = []
     for row in rows:
@@ -758,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     results += fig_clientip(sizes)
     results += fig_gateway(sizes)
     results += fig_accounts(sizes)
+    results += fig_impact(sizes)
     results += memory
     elapsed = time.perf_counter() - t0
 
