@@ -19,6 +19,7 @@ from regiongate.cli.accounts import accounts_app, audit_app, payments_app
 from regiongate.cli.export import export_app
 from regiongate.cli.impact import impact
 from regiongate.cli.logs import logs_app
+from regiongate.cli.notices import notices_app
 from regiongate.errors import RegiongateError
 from regiongate.intel.model import Consensus
 
@@ -158,6 +159,7 @@ app.add_typer(payments_app, name="payments")
 app.add_typer(audit_app, name="audit")
 app.command("impact")(impact)
 app.add_typer(logs_app, name="logs")
+app.add_typer(notices_app, name="notices")
 
 PolicyArg = Annotated[str, typer.Argument(help="Policy file or preset name.", show_default=False)]
 
