@@ -137,7 +137,8 @@ def synth(
         ),
     ] = _Format.JSONL,
     compress: Annotated[
-        _Compress | None, typer.Option(help="Compress the log (default: no).")
+        _Compress | None,
+        typer.Option(help="Compress the log (default: by the name: .gz gzip, .zst zstd, else no)."),
     ] = None,
     level: Annotated[
         int | None,
@@ -208,7 +209,7 @@ def synth(
                 start=when,
                 days=days,
                 fmt=fmt.value,
-                compress=compress.value if compress is not None else None,
+                compress=compress.value if compress is not None else _by_name(out),
                 compress_level=level,
                 proxies=proxy or None,
                 malformed_share=malformed,
@@ -224,3 +225,14 @@ def synth(
     if len(truth.fallbacks) > 10:
         err.print(f"[yellow]note:[/] ... {len(truth.fallbacks) - 10} more in the truth file")
     _summary(truth, out, time.perf_counter() - started)
+
+
+def _by_name(out: Path) -> str | None:
+    """The compression a file name asks for: a ``.gz`` file that is not gzip would fool
+    every reader, ``regiongate impact`` included."""
+    name = out.name.lower()
+    if name.endswith(".gz"):
+        return "gzip"
+    if name.endswith((".zst", ".zstd")):
+        return "zstd"
+    return None
