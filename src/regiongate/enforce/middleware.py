@@ -125,7 +125,11 @@ class RegionGate:
                     account = value.decode("latin-1")
                     break
             verdict = self.gate.check(client[0] if client else None, headers, account=account)
-        await self._enforce(scope, receive, send, verdict)
+        if verdict.decision.action is _BLOCK:
+            await self._block(scope, receive, send, verdict)
+            return
+        # Not a coroutine of ours in between: the app is awaited from here (~0.2 µs less).
+        await self.app(self._forwarded(scope, headers, verdict), receive, send)
 
     async def _with_account(
         self, scope: Scope, receive: Receive, send: Send, accounts: Accounts, identity: Any
@@ -153,27 +157,30 @@ class RegionGate:
             return
         else:
             accounts.record(identity, verdict)
-        await self._enforce(scope, receive, send, verdict)
-
-    async def _enforce(self, scope: Scope, receive: Receive, send: Send, verdict: Any) -> None:
-        kind = scope["type"]
-        headers = scope["headers"]
-        decision = verdict.decision
-        if decision.action is _BLOCK:
-            response = self.gate.state.policy.response
-            if kind == "http":
-                status, start_headers, body = self._blocked(response)
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [*start_headers, *verdict.extra_headers],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-            else:
-                await _deny_websocket(scope, receive, send, response.status, response.body())
+        if verdict.decision.action is _BLOCK:
+            await self._block(scope, receive, send, verdict)
             return
+        await self.app(self._forwarded(scope, scope["headers"], verdict), receive, send)
+
+    async def _block(self, scope: Scope, receive: Receive, send: Send, verdict: Any) -> None:
+        response = self.gate.state.policy.response
+        if scope["type"] == "http":
+            status, start_headers, body = self._blocked(response)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [*start_headers, *verdict.extra_headers],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        else:
+            await _deny_websocket(scope, receive, send, response.status, response.body())
+
+    @staticmethod
+    def _forwarded(scope: Scope, headers: list[tuple[bytes, bytes]], verdict: Any) -> Scope:
+        """The scope the app sees: our X-Regiongate-* headers (never the client's), and the
+        verdict."""
         if _OWN_HEADERS.isdisjoint(map(_name, headers)):  # the usual case, at C speed
             forwarded = headers + list(verdict.extra_headers)
         else:  # the client sent X-Regiongate-* itself: drop those
@@ -182,7 +189,7 @@ class RegionGate:
         scope = dict(scope)
         scope["headers"] = forwarded
         scope["regiongate"] = verdict
-        await self.app(scope, receive, send)
+        return scope
 
 
 async def _deny_websocket(
