@@ -333,7 +333,7 @@ def _sources_table(header: dict[str, Any], title: str) -> Table:
             continue
         age = _age_days(s.get("data_date"))
         age_text = "—" if age is None else f"{age} d"
-        if age is not None and age > 180:
+        if age is not None and age > (s.get("stale_after_days") or 180):
             age_text = f"[yellow]{age_text}[/]"  # stale: time to refresh
         table.add_row(
             s["name"], s.get("data_date") or "—", age_text, f"{s['ranges']:,}", s.get("license")
@@ -359,8 +359,10 @@ def data_install(
         list[str] | None,
         typer.Option(
             "--from",
-            help="Add (or replace, by name) a source: [NAME=]PATH|URL of an .mmdb, CSV, Tor "
-            "geoip file, or an archive of them. Repeatable; remembered for later installs.",
+            help="Add (or replace, by name) a source: [NAME=][FORMAT:]PATH|URL of an .mmdb, CSV, "
+            "Tor geoip file, Tor exit list, AWS/GCP/Azure range file, Private Relay egress CSV, "
+            "CIDR list (vpn:PATH gives its kind), hosting ASN list, or an archive of them. "
+            "Repeatable; remembered for later installs.",
         ),
     ] = None,
     fmt: Annotated[
@@ -428,6 +430,10 @@ def data_info(
             header, path = snap.header, snap.path
     except RegiongateError as exc:
         raise _fail(exc) from exc
+    from regiongate.intel.install import stale_warnings
+
+    for w in stale_warnings(header):
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if as_json:
         _print_json(_header_json(header, path))
         return

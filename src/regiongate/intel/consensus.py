@@ -9,7 +9,7 @@ from typing import Final
 from regiongate.intel.model import Consensus, Flag, Origin, SourceAnswer
 from regiongate.intel.regions import subdivision_country
 
-__all__ = ["SPECIAL_KIND", "make_origin"]
+__all__ = ["KIND_NAMES", "RELAY_KIND", "SPECIAL_KIND", "make_origin"]
 
 # The kind of the built-in pseudo-source that marks IANA special-purpose space.
 SPECIAL_KIND: Final = "special"
@@ -27,6 +27,13 @@ _KIND_FLAGS: Final = {
     "proxy": Flag.PROXY,
     "relay": Flag.RELAY,
 }
+
+# The kinds a source may give a range (CIDR lists are checked against these).
+KIND_NAMES: Final = frozenset(_KIND_FLAGS)
+
+# A relay egress range that names a country declares where its *users* are (Apple iCloud
+# Private Relay publishes each egress range with the user's country and ISO 3166-2 region).
+RELAY_KIND: Final = "relay"
 
 
 def _pick(values: Sequence[str], consensus: Consensus) -> str | None:
@@ -50,14 +57,20 @@ def make_origin(answers: Sequence[SourceAnswer], consensus: Consensus) -> Origin
                 consensus=consensus,
                 note=a.provider,
             )
-    countries = [a.country for a in answers if a.country is not None]
-    subdivisions = [a.subdivision for a in answers if a.subdivision is not None]
+    # Declared user locations win: where a relay source names the country (and region) its
+    # users are in, that is where the request comes from, whatever registries say about the
+    # egress server; the other sources' countries and subdivisions are not counted. Every
+    # other part of their answers (ASN, flags) still is.
+    declared = [a for a in answers if a.kind == RELAY_KIND and a.country is not None]
+    located = declared or answers
+    countries = [a.country for a in located if a.country is not None]
+    subdivisions = [a.subdivision for a in located if a.subdivision is not None]
     flags: set[Flag] = set()
     for a in answers:
         if a.kind is not None and (flag := _KIND_FLAGS.get(a.kind)) is not None:
             flags.add(flag)
     disputed = len(set(countries)) > 1 or len(set(subdivisions)) > 1
-    for a in answers:
+    for a in located:
         # A source that files an occupied region under another country (Crimea under RU) is
         # a dispute in itself, whatever the other sources say.
         if (
@@ -71,7 +84,7 @@ def make_origin(answers: Sequence[SourceAnswer], consensus: Consensus) -> Origin
     # country, or an ISO 3166-2 code of it.
     candidates = [
         a.subdivision
-        for a in answers
+        for a in located
         if a.subdivision is not None
         and (a.country == country or subdivision_country(a.subdivision) == country)
     ]

@@ -39,7 +39,22 @@ from typing import Any, Final, Protocol
 from regiongate import __version__
 from regiongate.errors import DataError, FetchError, SnapshotError, SourceError
 from regiongate.intel.compile import SourceInfo, compile_snapshot, merge_ranges
-from regiongate.intel.readers import FORMATS, Ranges, detect_format, read_source
+from regiongate.intel.feeds import (
+    DEFAULT_STALE_DAYS,
+    HOSTING_ASN_SOURCE,
+    STALE_AFTER_DAYS,
+    hosting_asns_digest,
+    hosting_from_asns,
+    packaged_hosting_asns,
+    read_hosting_asns,
+)
+from regiongate.intel.readers import (
+    FORMATS,
+    Ranges,
+    detect_format,
+    normalize_format,
+    read_source,
+)
 from regiongate.intel.snapshot import Snapshot
 from regiongate.paths import data_home, snapshot_path, sources_dir
 
@@ -50,11 +65,14 @@ __all__ = [
     "SourceSpec",
     "install",
     "parse_from",
+    "stale_warnings",
+    "with_format",
 ]
 
 _SOURCE_FILE: Final = "source.json"
-_DATA_SUFFIXES: Final = (".mmdb", ".csv", ".csv.gz", ".bin")
-_DATA_NAMES: Final = frozenset({"geoip", "geoip6"})
+_DATA_SUFFIXES: Final = (".mmdb", ".csv", ".csv.gz", ".bin", ".json")
+_DATA_NAMES: Final = frozenset({"geoip", "geoip6", "torbulkexitlist", "exit-addresses"})
+_URL_SCHEMES: Final = frozenset({"http", "https", "file"})
 
 
 class Progress(Protocol):
@@ -196,12 +214,38 @@ class InstallResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _format_prefix(arg: str, location: str) -> tuple[str | None, str]:
+    """``FORMAT:PATH|URL`` → (format, PATH|URL); a location without a format prefix is kept.
+
+    FORMAT is one of the reader formats (``aws``, ``tor-exits``, ``cidr``...), a kind (``vpn``
+    is short for ``cidr:vpn``: a CIDR list whose lines default to that kind) or
+    ``cidr:KIND``."""
+    head, sep, rest = location.partition(":")
+    if not sep or head.lower() in _URL_SCHEMES or len(head) <= 1 or rest.startswith("//"):
+        return None, location  # no prefix, a URL (of any scheme), or a drive letter
+    if head.lower() == "cidr":
+        kind, sep2, tail = rest.partition(":")
+        if sep2 and kind and "/" not in kind and kind.lower() not in _URL_SCHEMES:
+            head, rest = f"cidr:{kind}", tail
+    try:
+        fmt = normalize_format(head)
+    except SourceError as exc:
+        if "/" in head or "." in head:
+            return None, location
+        raise DataError(f"--from {arg!r}: {exc}") from exc
+    return fmt, rest.strip()
+
+
 def parse_from(arg: str) -> SourceSpec:
-    """``[NAME=]PATH|URL`` → a user source spec (name defaults to the file's stem)."""
+    """``[NAME=][FORMAT:]PATH|URL`` → a user source spec (name defaults to the file's stem).
+
+    ``FORMAT:`` gives the format instead of detecting it (``aws:ip-ranges.json``,
+    ``tor-exits:list``, ``vpn:ranges.txt`` for a CIDR list of VPN ranges)."""
     name, sep, location = arg.partition("=")
     if not sep or "/" in name or ":" in name or not name:
         name, location = "", arg
     location = location.strip()
+    fmt, location = _format_prefix(arg, location)
     if not location:
         raise DataError(f"--from {arg!r}: give a path or URL")
     parsed = urllib.parse.urlparse(location)
@@ -213,7 +257,17 @@ def parse_from(arg: str) -> SourceSpec:
         stripped = True
         while stripped:  # GeoLite2-City.tar.gz, IPinfo.mmdb.gz, ranges.csv
             stripped = False
-            for suffix in (".tar.gz", ".tgz", ".zip", ".gz", ".mmdb", ".csv", ".bin"):
+            for suffix in (
+                ".tar.gz",
+                ".tgz",
+                ".zip",
+                ".gz",
+                ".mmdb",
+                ".csv",
+                ".bin",
+                ".json",
+                ".txt",
+            ):
                 if base.lower().endswith(suffix):
                     base, stripped = base[: -len(suffix)], True
                     break
@@ -228,6 +282,7 @@ def parse_from(arg: str) -> SourceSpec:
         name=name,
         kind="url" if is_url else "path",
         location=location,
+        format=fmt,
         license="user-supplied",
         attribution=f"user-supplied: {location}",
         user=True,
@@ -402,13 +457,16 @@ def _unpack_user_file(path: Path, work: Path) -> Path:
 
 
 def _data_files(folder: Path) -> list[Path]:
+    every = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    if len(every) == 1:
+        return every  # a single file (the user named it): whatever its name
     found = [
         p
         for p in sorted(folder.rglob("*"))
         if p.is_file() and (p.name.lower().endswith(_DATA_SUFFIXES) or p.name in _DATA_NAMES)
     ]
     if not found:
-        raise SourceError(f"{folder}: no data file (.mmdb, .csv, geoip) found")
+        raise SourceError(f"{folder}: no data file (.mmdb, .csv, .json, geoip) found")
     return found
 
 
@@ -504,8 +562,15 @@ def _prepare(
     staging = Path(tempfile.mkdtemp(prefix=f".new-{spec.name}-", dir=src_root))
     try:
         names = _fetch(spec, staging, progress)
+        # The modification time is the data date of files that carry none of their own (a
+        # Tor exit list): a fresh download of the same content must still refresh it.
         files = [
-            {"name": n, "bytes": (staging / n).stat().st_size, "sha256": _sha256(staging / n)}
+            {
+                "name": n,
+                "bytes": (staging / n).stat().st_size,
+                "sha256": _sha256(staging / n),
+                "mtime": int((staging / n).stat().st_mtime),
+            }
             for n in names
         ]
         manifest = {
@@ -550,7 +615,7 @@ def _read_all(
     """Read every file of every source, the big ones in parallel worker processes."""
     jobs: list[tuple[int, Path]] = []
     for i, (spec, manifest, folder) in enumerate(ready):
-        if spec.format is not None and spec.format not in FORMATS:
+        if spec.format is not None and spec.format.partition(":")[0] not in FORMATS:
             raise SourceError(f"{spec.name}: unknown format {spec.format!r}")
         progress.start(f"read:{spec.name}", f"read {spec.name}")
         jobs += [(i, folder / f["name"]) for f in manifest["files"]]
@@ -621,13 +686,41 @@ def _checked(
         files=tuple(manifest["files"]),
         ranges=len(ranges),
         description=ranges.description,
-        extra={"user": spec.user},
+        extra={"user": spec.user, "stale_after_days": stale_after_days(fmt)},
     )
     return info, ranges
 
 
+def stale_after_days(fmt: str) -> int:
+    """How many days after its data date a source of format ``fmt`` counts as stale."""
+    return STALE_AFTER_DAYS.get(fmt.partition(":")[0], DEFAULT_STALE_DAYS)
+
+
+def stale_warnings(header: dict[str, Any], today: dt.date | None = None) -> list[str]:
+    """A warning for every source of a snapshot header whose data is older than its kind's
+    threshold (Tor exits 2 days, cloud ranges 30, other feeds 90, other data 180)."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    warnings = []
+    for s in header.get("sources", []):
+        date = s.get("data_date")
+        if not date or s.get("name") == "iana-special":
+            continue
+        try:
+            age = (today - dt.date.fromisoformat(date)).days
+        except ValueError:
+            continue
+        limit = s.get("stale_after_days") or stale_after_days(str(s.get("format", "")))
+        if age > limit:
+            warnings.append(
+                f"{s['name']}: data from {date} is {age} days old, stale after {limit} days "
+                f"for {s.get('format')} data; refresh it with `regiongate data install --force`"
+            )
+    return warnings
+
+
 def _inputs_digest(specs: Sequence[SourceSpec], manifests: Sequence[dict[str, Any]]) -> str:
     h = hashlib.sha256(f"regiongate {__version__} snapshot v1".encode())
+    h.update(hosting_asns_digest().encode())
     for spec, manifest in zip(specs, manifests, strict=True):
         h.update(json.dumps([spec.to_dict(), manifest["files"]], sort_keys=True).encode())
     return h.hexdigest()
@@ -702,6 +795,7 @@ def install(
             if not ready:
                 raise DataError("no source could be fetched; nothing to install")
             result = _install_snapshot(ready, target, force, progress, warnings)
+            result.warnings += stale_warnings(result.header)
         except BaseException:
             _clean_stale(src_root)
             raise
@@ -731,7 +825,12 @@ def _install_snapshot(
                     return InstallResult(target, current.header, changed=False, warnings=warnings)
         except SnapshotError as exc:
             warnings.append(f"installed snapshot is unusable and will be replaced: {exc}")
-    loaded = _read_all(ready, progress)
+    asn_lists = [r for r in ready if _source_format(r) == "hosting-asns"]
+    ranged = [r for r in ready if _source_format(r) != "hosting-asns"]
+    if not ranged:
+        raise DataError("only hosting ASN lists given; nothing to install")
+    loaded = _read_all(ranged, progress)
+    loaded += _hosting_source(loaded, asn_lists, warnings)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     progress.start("compile", "compile snapshot", total=6)
     try:
@@ -753,6 +852,62 @@ def _install_snapshot(
     return InstallResult(target, header, changed=True, warnings=warnings)
 
 
+def _source_format(ready: tuple[SourceSpec, dict[str, Any], Path]) -> str:
+    spec, manifest, folder = ready
+    if spec.format:
+        return spec.format
+    if not manifest["files"]:
+        return ""
+    return detect_format(folder / manifest["files"][0]["name"])
+
+
+def _hosting_source(
+    loaded: Sequence[tuple[SourceInfo, Ranges]],
+    asn_lists: Sequence[tuple[SourceSpec, dict[str, Any], Path]],
+    warnings: list[str],
+) -> list[tuple[SourceInfo, Ranges]]:
+    """The derived source that flags the ranges of hosting ASNs (the packaged list, then the
+    user's ``hosting-asns`` lists, which add ASNs or rename providers)."""
+    asns, date = packaged_hosting_asns()
+    files: list[dict[str, Any]] = []
+    names = []
+    for spec, manifest, folder in asn_lists:
+        for f in manifest["files"]:
+            extra, _ = read_hosting_asns(folder / f["name"])
+            asns.update(extra)
+            files.append({**f, "source": spec.name})
+        names.append(spec.name)
+    if any(info.name == HOSTING_ASN_SOURCE for info, _ in loaded):
+        raise DataError(f"{HOSTING_ASN_SOURCE!r} is a reserved source name")
+    with_asn = [ranges for _, ranges in loaded if any(v.asn for v in ranges.values)]
+    if not with_asn:
+        if asn_lists:
+            warnings.append(
+                f"hosting ASN lists {names}: no source gives ASNs, so no range is flagged"
+            )
+        return []
+    ranges = hosting_from_asns(with_asn, asns)
+    if len(ranges) == 0:
+        return []
+    info = SourceInfo(
+        name=HOSTING_ASN_SOURCE,
+        format="hosting-asns",
+        data_date=date,
+        license="regiongate" + (" + user-supplied" if names else ""),
+        attribution=(
+            f"regiongate's curated hosting ASN list ({len(asns)} ASNs"
+            + (f", with {', '.join(names)}" if names else "")
+            + ") applied to the ASN sources"
+        ),
+        origin="regiongate/intel/data/hosting_asns.csv",
+        files=tuple(files),
+        ranges=len(ranges),
+        description=ranges.description,
+        extra={"user": False, "stale_after_days": stale_after_days("hosting-asns")},
+    )
+    return [(info, ranges)]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -762,5 +917,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def with_format(spec: SourceSpec, fmt: str | None) -> SourceSpec:
-    """``spec`` with an explicit format (``--format``)."""
-    return replace(spec, format=fmt) if fmt else spec
+    """``spec`` with an explicit format (``--format``: a format, a kind, or ``cidr:KIND``)."""
+    if not fmt:
+        return spec
+    try:
+        return replace(spec, format=normalize_format(fmt))
+    except SourceError as exc:
+        raise DataError(f"--format {fmt!r}: {exc}") from exc

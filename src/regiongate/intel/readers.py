@@ -1,4 +1,6 @@
-"""Readers for IP data sources: MaxMind DB (any schema), CSV range files, Tor geoip, iporigin.
+"""Readers for IP data sources: MaxMind DB (any schema), CSV range files, Tor geoip, iporigin;
+anonymizer and hosting feeds (Tor exits, cloud ranges, Private Relay, CIDR lists) are read by
+:mod:`regiongate.intel.feeds`.
 
 Each reader turns one file into :class:`Ranges`: sorted lists of ``(start, end, value id)`` per
 address family, with interned :class:`RangeValue` rows. Readers are strict: a file that does
@@ -32,13 +34,27 @@ __all__ = [
     "RangesBuilder",
     "detect_format",
     "normalize_country",
+    "normalize_format",
     "read_csv_ranges",
     "read_iporigin",
     "read_mmdb",
     "read_source",
 ]
 
-FORMATS: Final = ("mmdb", "csv", "tor-geoip", "iporigin")
+FORMATS: Final = (
+    "mmdb",
+    "csv",
+    "tor-geoip",
+    "iporigin",
+    # regiongate.intel.feeds
+    "tor-exits",
+    "aws",
+    "gcp",
+    "azure",
+    "apple-relay",
+    "cidr",
+    "hosting-asns",
+)
 
 # Codes some sources use for "somewhere in a region" or "unknown": not a territory.
 _PSEUDO_COUNTRIES: Final = frozenset({"EU", "AP", "A1", "A2", "O1", "ZZ", "XX", "--", "??", ""})
@@ -561,11 +577,43 @@ def detect_format(path: Path) -> str:
         raise SourceError(f"{path}: binary file of an unknown format")
     if b"geoip-db-tool" in head or path.name in {"geoip", "geoip6"}:
         return "tor-geoip"
+    if not head.startswith(b"\x1f\x8b"):
+        from regiongate.intel.feeds import detect_feed
+
+        feed = detect_feed(path, head)
+        if feed is not None:
+            return feed
     return "csv"
 
 
+def normalize_format(fmt: str) -> str:
+    """A format as ``--format`` or a ``--from FORMAT:PATH`` prefix gives it → one of
+    :data:`FORMATS`, or ``cidr:KIND`` for a CIDR list whose lines default to ``KIND`` (a bare
+    kind, ``vpn``, is short for ``cidr:vpn``). Raises ``SourceError`` for anything else."""
+    from regiongate.intel.consensus import KIND_NAMES
+
+    text = fmt.strip().lower()
+    base, sep, option = text.partition(":")
+    if base in KIND_NAMES and not sep:
+        return f"cidr:{base}"
+    if base == "cidr" and sep:
+        if option not in KIND_NAMES:
+            raise SourceError(
+                f"format {fmt!r}: unknown kind {option!r}; expected one of "
+                f"{', '.join(sorted(KIND_NAMES))}"
+            )
+        return f"cidr:{option}"
+    if base in FORMATS and not sep:
+        return base
+    raise SourceError(
+        f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}, or a kind "
+        f"({', '.join(sorted(KIND_NAMES))}) for a CIDR list"
+    )
+
+
 def read_source(path: Path, fmt: str | None = None) -> Ranges:
-    """Read one source file, detecting its format unless ``fmt`` names one of :data:`FORMATS`."""
+    """Read one source file, detecting its format unless ``fmt`` names one of :data:`FORMATS`
+    (or ``cidr:KIND``)."""
     fmt = fmt or detect_format(path)
     if fmt == "mmdb":
         return read_mmdb(path)
@@ -573,4 +621,8 @@ def read_source(path: Path, fmt: str | None = None) -> Ranges:
         return read_csv_ranges(path)
     if fmt == "iporigin":
         return read_iporigin(path)
+    if fmt.partition(":")[0] in FORMATS:
+        from regiongate.intel.feeds import read_feed
+
+        return read_feed(path, fmt)
     raise SourceError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
