@@ -81,6 +81,7 @@ class EventSink:
         self.spooled = 0
         self.replayed = 0
         self._replays = 0
+        self._busy = False
 
     # --- request path --------------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class EventSink:
         """Wait until the queue is empty and the spool replayed (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            done = self.acknowledged >= self.accepted and not self._queue
+            done = self.acknowledged >= self.accepted and not self._queue and not self._busy
             if done and self.store_up and not self._spool_files():
                 return True
             self._wake.set()
@@ -163,6 +164,9 @@ class EventSink:
                 else:
                     next_retry = now + self.retry_interval
             while self._queue:
+                # Busy from before the batch leaves the queue until its rules have run, so
+                # that flush() cannot see an empty queue with a batch in between.
+                self._busy = True
                 batch = self._drain(self.batch_size)
                 if self.store_up and not replay_due:
                     try:
@@ -187,6 +191,7 @@ class EventSink:
                 self._spool(batch)
                 if not stopping:
                     break  # back to the top: wait, then retry the store
+            self._busy = False
             if stopping and not self._queue:
                 if replay_due or self._spool_files():
                     self._replay()
