@@ -49,6 +49,7 @@ def test_admin_api_mounted_with_cli_token(
     assert result.exit_code == 0, result.output
     token = result.stdout.strip().splitlines()[-1]
     assert token not in (tmp_path / "admin-tokens.toml").read_text()
+    assert (tmp_path / "admin-tokens.toml").stat().st_mode & 0o777 == 0o600
     again = CliRunner().invoke(cli, ["admin", "token", "--name", "ops"])
     assert again.exit_code != 0 and "already has a token" in again.output
     gateway = build(settings_for(tmp_path, tiny_snapshot_path))  # type: ignore[arg-type]

@@ -427,6 +427,7 @@ def test_audit_export_jsonl_csv_round_trip(home: Path, db: Path) -> None:
     out.mkdir()
     result = run(db, "audit", "export", "-o", out / "audit.jsonl")
     assert result.exit_code == 0, result.output
+    assert (out / "audit.jsonl").stat().st_mode & 0o777 == 0o600  # names people: private
     entries = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
     assert len(entries) > 1100  # more than one page
     assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))

@@ -24,7 +24,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from regiongate.accounts.model import AuditEntry, Key, Org, Payment, State, TransitionError
+from regiongate.cli.files import atomic_output
 from regiongate.errors import RegiongateError
 
 if TYPE_CHECKING:
@@ -1189,28 +1189,6 @@ _AUDIT_COLUMNS: Final = (
 )
 
 
-@contextlib.contextmanager
-def _target(output: Path | None) -> Iterator[TextIO]:
-    """stdout, or a temporary file next to ``output`` renamed over it on success only
-    (mode 0600: the audit log names people and email addresses)."""
-    if output is None:
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    directory = output.parent if str(output.parent) else Path()
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_audit(pages: Iterator[list[AuditEntry]], fh: TextIO, fmt: AuditFormat) -> int:
     n = 0
     if fmt is AuditFormat.CSV:
@@ -1271,7 +1249,8 @@ def audit_export(
     settings = _settings(config, store)
     with _open_store(settings) as st:
         try:
-            with _target(output) as fh:
+            # 0600: the audit log names people and email addresses.
+            with atomic_output(output, mode=0o600, newline="") as fh:
                 n = _write_audit(_audit_pages(st, org=org, since=since), fh, fmt)
         except OSError as exc:
             raise _die(f"cannot write {output or 'stdout'}: {exc.strerror or exc}") from None

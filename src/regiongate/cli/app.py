@@ -588,9 +588,8 @@ def admin_token(
 ) -> None:
     """Create an admin API token: the entry (a SHA-256 digest, never the token) goes into the
     tokens file; the token is printed once."""
-    import os
-
     from regiongate.accounts.tokens import Tokens, new_token
+    from regiongate.cli.files import write_atomic
     from regiongate.config import load_settings
     from regiongate.paths import data_home
 
@@ -610,11 +609,7 @@ def admin_token(
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             text = entry
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode=0o600)
         Tokens.load(path)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
+
+from regiongate.cli.files import atomic_output
 
 if TYPE_CHECKING:
     from regiongate.enforce.export import ExportStats
@@ -65,26 +64,6 @@ JsonOption = Annotated[
 Exporter = Callable[["Snapshot", "Policy", float, TextIO], "ExportStats"]
 
 
-@contextlib.contextmanager
-def _target(output: Path | None) -> Iterator[TextIO]:
-    """stdout, or a temporary file next to ``output`` renamed over it on success only."""
-    if output is None:
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    directory = output.parent if str(output.parent) else Path()
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; nginx workers may need to read it
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _run(
     exporter: Exporter,
     *,
@@ -112,7 +91,8 @@ def _run(
         if snap_path is None and settings is not None and settings.data.snapshot:
             snap_path = Path(settings.data.snapshot)
         with open_snapshot(snap_path, consensus=pol.consensus) as snap:
-            with _target(output) as fh:
+            # 0644: nginx workers may need to read it.
+            with atomic_output(output, mode=0o644) as fh:
                 stats = exporter(snap, pol, when.timestamp(), fh)
             created = snap.header.get("created", "?")
     except RegiongateError as exc:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,24 +13,13 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from regiongate.cli.files import write_atomic
 from regiongate.errors import RegiongateError
 
 __all__ = ["impact"]
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    directory = path.parent if str(path.parent) else Path()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def impact(
@@ -139,15 +126,15 @@ def impact(
         raise typer.Exit(2) from None
     data = report.to_dict()
     if json_out:
-        _write_atomic(json_out, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(json_out, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if csv_out:
         import io
 
         buf = io.StringIO()
         report.write_csv(buf)
-        _write_atomic(csv_out, buf.getvalue())
+        write_atomic(csv_out, buf.getvalue())
     if html_out:
-        _write_atomic(html_out, render_html(data))
+        write_atomic(html_out, render_html(data))
     _summary(data, top)
     for label, path in (("JSON", json_out), ("CSV", csv_out), ("HTML", html_out)):
         if path:
