@@ -78,6 +78,13 @@ class AccountsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     flush_interval: float = 0.05  # seconds the writer waits to fill a batch
     spool_dir: str | None = None  # default $REGIONGATE_HOME/spool
     refresh_interval: float = 0.25  # how often the account cache asks the store for changes
+    # Circumvention hints recorded with each event (docs/detection.md): Accept-Language always;
+    # an end-user id from this header, or from the "user" field of JSON request bodies when
+    # end_user_body is on; an IANA time-zone name from timezone_header.
+    hints: bool = True
+    end_user_header: str | None = None
+    end_user_body: bool = False
+    timezone_header: str | None = None
 
 
 class NotifySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -56,3 +56,27 @@ def open_store(backend: str, tmp_path: Path) -> Iterator[Store]:
         store.close()
         return
     raise AssertionError(backend)
+
+
+def pg_private_schema(prefix: str) -> Iterator[str]:
+    """A PostgreSQL URL whose ``search_path`` is a new schema of its own (dropped afterwards),
+    for tests that migrate from an old revision without touching the shared tables."""
+    import sqlalchemy as sa
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(
+        "postgresql+psycopg://" + PG_URL.split("://", 1)[1], connect_args={"connect_timeout": 3}
+    )
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _unavailable("PostgreSQL", Exception(str(exc).splitlines()[0]))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

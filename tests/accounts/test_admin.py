@@ -7,6 +7,7 @@ import asyncio
 import hmac
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from regiongate.policy import load_policy
 from tests.accounts.stores import open_store
 
 RAW_KEY = "sk-live-NEVER-STORE-ME-0123456789abcdef"
-SAMPLE_PARAMS = {"org_id": "org-sample", "key_id": "kid_" + "0" * 32}
+SAMPLE_PARAMS = {"org_id": "org-sample", "key_id": "kid_" + "0" * 32, "review_id": "rv_sample"}
 
 
 class Api:
@@ -643,6 +644,69 @@ def test_generated_requests_never_get_a_5xx(
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
     check()
+
+
+# --- the review queue and signals ----------------------------------------------------------------
+
+
+def test_review_queue_list_show_decide(api: Api, store: Store) -> None:
+    explanation = {"score": 72.5, "signals": [{"signal": "vpn", "points": 30.0}]}
+    for org in ("org-r1", "org-r2"):
+        store.open_review(org, 72.5, explanation, actor="rule:circumvention", at=1000.0)
+    r = api("GET", "/reviews", as_="watcher")
+    assert r.status_code == 200
+    reviews = r.json()["reviews"]
+    assert [x["org"] for x in reviews] == ["org-r2", "org-r1"] or len(reviews) == 2
+    first = next(x for x in reviews if x["org"] == "org-r1")
+    assert first["status"] == "open" and first["explanation"] == explanation
+    assert api("GET", f"/reviews/{first['id']}", as_="watcher").json()["org"] == "org-r1"
+    assert api("GET", "/reviews/rv_missing", as_="watcher").status_code == 404
+    assert api("GET", "/reviews?status=banished", as_="watcher").status_code == 400
+    assert api("GET", "/reviews?org=org-r2", as_="watcher").json()["reviews"][0]["org"] == "org-r2"
+    # viewers look, operators decide
+    body = {"decision": "suspended", "note": "fan-out from one cloud region"}
+    assert api("POST", f"/reviews/{first['id']}", as_="watcher", json_body=body).status_code == 403
+    r = api("POST", f"/reviews/{first['id']}", json_body=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["review"]["status"] == "suspended" and out["review"]["closed_by"] == "admin:ops"
+    assert out["state_changed"]["state"] == "suspended"
+    again = api("POST", f"/reviews/{first['id']}", json_body=body)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "review_closed"
+    bad = api("POST", f"/reviews/{first['id']}", json_body={"decision": "banished"})
+    assert bad.status_code == 422
+    assert (
+        api("POST", "/reviews/rv_missing", json_body={"decision": "dismissed"}).status_code == 404
+    )
+    assert [x["org"] for x in api("GET", "/reviews?status=suspended").json()["reviews"]] == [
+        "org-r1"
+    ]
+    actions = audit_actions(api, "admin:ops")
+    assert "review.close" in actions and "state" in actions
+
+
+def test_signals_route_explains_the_score(store: Store) -> None:
+    tokens, secrets = make_tokens()
+    rules = RulesEngine(store, lambda: load_policy("api-2024"))
+    api = Api(admin_app(store, rules, HASHER, tokens), secrets)
+    try:
+        assert api("GET", "/orgs/org-quiet/signals", as_="watcher").status_code == 404
+        now = time.time()
+        rules.circumvention.tracker.add(
+            [
+                Event(f"e{i}", "org-vpn", "kid_x", now - i, "DE", "vpn", "flag", "vpn", False)
+                for i in range(40)
+            ]
+        )
+        r = api("GET", "/orgs/org-vpn/signals", as_="watcher")
+        assert r.status_code == 200, r.text
+        data = r.json()
+        assert data["requests"] == 40 and data["signals"][0]["signal"] == "vpn"
+        assert data["score"] == pytest.approx(sum(s["points"] for s in data["signals"]), abs=0.05)
+        assert data["explanation"].startswith("circumvention score")
+        assert data["thresholds"]["review"] == 40
+    finally:
+        api.close()
 
 
 def test_the_admin_module_exports() -> None:

@@ -86,6 +86,7 @@ class World:
         self.reached: list[str | None] = []
 
         async def endpoint(request: Request) -> JSONResponse:
+            await request.body()  # as an API does (the end-user hint is read on the way)
             self.reached.append(request.headers.get("x-regiongate-territory"))
             return JSONResponse({"ok": True})
 

@@ -464,6 +464,8 @@ DOWN = "postgresql://postgres:hunter2@127.0.0.1:1/test"
         ("accounts", "show", "acme"),
         ("accounts", "suspend", "acme", "--reason", "x"),
         ("accounts", "import", "KEYS"),
+        ("accounts", "reviews"),
+        ("accounts", "review", "rv_x", "--decision", "dismissed"),
         ("payments", "import", "PAYMENTS"),
         ("audit", "export"),
     ],
@@ -509,3 +511,73 @@ def test_config_file_store_and_revoked_keys_stay_revoked(home: Path) -> None:
 
     result = runner.invoke(app, ["accounts", "list", "--config", str(home / "nope.toml")])
     assert result.exit_code == 2 and "no such configuration file" in result.stderr
+
+
+# --- the review queue ----------------------------------------------------------------------------
+
+
+def _open_reviews(db: Path) -> dict[str, str]:
+    from regiongate.accounts.store import store_from_url
+
+    store = store_from_url(f"sqlite:///{db}")
+    try:
+        ids = {}
+        for org, score in (("acme", 82.5), ("globex", 45.0)):
+            explanation = {
+                "score": score,
+                "signals": [
+                    {"signal": "vpn", "value": 0.9, "weight": 35, "points": 31.5,
+                     "detail": "90 of 100 requests (90%) from VPN or proxy ranges"},
+                    {"signal": "language", "value": 0.5, "weight": 30, "points": 15.0,
+                     "detail": "50 of 100 requests with Accept-Language point to CN"},
+                ],
+            }  # fmt: skip
+            review, opened = store.open_review(
+                org, score, explanation, actor="rule:circumvention", at=1000.0
+            )
+            assert opened
+            ids[org] = review.id
+        return ids
+    finally:
+        store.close()
+
+
+def test_reviews_list_show_and_decide(home: Path, db: Path) -> None:
+    ids = _open_reviews(db)
+    listed = run_json(db, "accounts", "reviews")
+    assert {r["org"] for r in listed} == {"acme", "globex"}
+    table = run(db, "accounts", "reviews")
+    assert table.exit_code == 0 and "82.5" in table.stdout and "2 reviews" in table.stdout
+    shown = run(db, "accounts", "review", ids["acme"])
+    assert shown.exit_code == 0, shown.output
+    assert "82.5" in shown.stdout and "31.5" in shown.stdout and "VPN" in shown.stdout
+    decided = run_json(
+        db, "accounts", "review", ids["acme"], "--decision", "suspended", "--note", "reseller"
+    )
+    assert decided["review"]["status"] == "suspended"
+    assert decided["review"]["closed_by"] == "cli:tester"
+    assert decided["state_changed"]["state"] == "suspended"
+    assert orgs(db)["acme"]["state"] == "suspended"
+    dismissed = run_json(db, "accounts", "review", ids["globex"], "--decision", "dismissed")
+    assert dismissed["state_changed"] is None and orgs(db)["globex"]["state"] == "active"
+    assert run_json(db, "accounts", "reviews") == []
+    assert len(run_json(db, "accounts", "reviews", "--status", "all")) == 2
+    assert [r["org"] for r in run_json(db, "accounts", "reviews", "--status", "suspended")] == [
+        "acme"
+    ]
+    audit = [json.loads(line) for line in run(db, "audit", "export").stdout.splitlines()]
+    assert [e["action"] for e in audit].count("review.close") == 2
+
+
+def test_review_bad_cases(home: Path, db: Path) -> None:
+    ids = _open_reviews(db)
+    again = run(db, "accounts", "review", ids["acme"], "--decision", "dismissed")
+    assert again.exit_code == 0
+    closed = run(db, "accounts", "review", ids["acme"], "--decision", "suspended")
+    assert closed.exit_code == 1 and "already closed" in closed.stderr
+    missing = run(db, "accounts", "review", "rv_nope")
+    assert missing.exit_code == 1 and "no review" in missing.stderr
+    bad = run(db, "accounts", "review", ids["globex"], "--decision", "banished")
+    assert bad.exit_code == 2
+    assert run(db, "accounts", "reviews", "--status", "nope").exit_code == 2
+    assert run(db, "accounts", "review", "rv\x01").exit_code in (1, 2)

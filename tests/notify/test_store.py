@@ -35,7 +35,7 @@ def planned(n: int, name: str = "c1") -> list[NewDelivery]:
     ]
 
 
-def test_migrate_applies_both_revisions(db_url: str) -> None:
+def test_migrate_applies_every_revision(db_url: str) -> None:
     store = NoticeStore(db_url)
     try:
         store.migrate()
@@ -44,7 +44,7 @@ def test_migrate_applies_both_revisions(db_url: str) -> None:
         assert {"rg_orgs", "rg_audit", "rg_notice_campaigns", "rg_notice_deliveries"} <= set(names)
         with store.engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == (
-                "0002"
+                "0003"
             )
     finally:
         store.close()

@@ -39,8 +39,17 @@ from starlette.routing import Route
 
 from regiongate import __version__
 from regiongate.accounts.identity import KeyHasher
-from regiongate.accounts.model import AuditEntry, Key, Org, Payment, State, TransitionError
-from regiongate.accounts.service import RulesEngine
+from regiongate.accounts.model import (
+    REVIEW_DECISIONS,
+    AuditEntry,
+    Key,
+    Org,
+    Payment,
+    Review,
+    State,
+    TransitionError,
+)
+from regiongate.accounts.service import ReviewClosed, RulesEngine, decide_review
 from regiongate.accounts.store.base import Store, StoreUnavailable
 from regiongate.accounts.tokens import Role, Tokens, new_token
 from regiongate.config import AdminSettings
@@ -140,6 +149,14 @@ class PaymentCreate(_Body):
     amount: Annotated[float, Meta(ge=0, le=1e15)] | None = None
 
 
+class ReviewDecision(_Body):
+    """Close a review: ``dismissed`` (nothing to do), ``warned`` or ``suspended`` (the
+    organisation's state changes accordingly, where its current state allows)."""
+
+    decision: Annotated[str, Meta(pattern="^(dismissed|warned|suspended)$")]
+    note: Annotated[str, Meta(max_length=2000, pattern=_NO_CONTROL)] = ""
+
+
 class StateChange(_Body):
     """Move the organisation to ``state``; ``force`` (admin only) skips the transition rules."""
 
@@ -209,6 +226,49 @@ class PaymentResult(msgspec.Struct, kw_only=True):
     state_changed: OrgRecord | None
 
 
+class ReviewRecord(msgspec.Struct, kw_only=True):
+    id: str
+    org: str
+    opened_at: float
+    score: float
+    explanation: dict[str, Any]
+    status: str
+    updated: float
+    closed_at: float | None
+    closed_by: str | None
+    note: str
+
+
+class ReviewList(msgspec.Struct, kw_only=True):
+    reviews: list[ReviewRecord]
+
+
+class ReviewOutcome(msgspec.Struct, kw_only=True):
+    review: ReviewRecord
+    state_changed: OrgRecord | None
+
+
+class SignalRecord(msgspec.Struct, kw_only=True):
+    signal: str
+    value: float
+    weight: float
+    points: float
+    detail: str
+
+
+class ScoreRecord(msgspec.Struct, kw_only=True):
+    """An organisation's circumvention score over this gateway's window, explained."""
+
+    org: str
+    score: float
+    requests: int
+    window: float
+    signals: list[SignalRecord]
+    explanation: str
+    evidence: list[str]
+    thresholds: dict[str, float]
+
+
 class ErrorDetail(msgspec.Struct, kw_only=True):
     message: str
     type: str
@@ -234,6 +294,21 @@ def _org(o: Org) -> OrgRecord:
 def _key(k: Key) -> KeyRecord:
     return KeyRecord(
         key_id=k.key_id, org=k.org, label=k.label, created=k.created, revoked=k.revoked
+    )
+
+
+def _review(r: Review) -> ReviewRecord:
+    return ReviewRecord(
+        id=r.id,
+        org=r.org,
+        opened_at=r.opened_at,
+        score=r.score,
+        explanation=r.explanation,
+        status=r.status,
+        updated=r.updated,
+        closed_at=r.closed_at,
+        closed_by=r.closed_by,
+        note=r.note,
     )
 
 
@@ -709,6 +784,90 @@ async def count_events(ctx: _Context, request: Request, caller: Caller) -> Respo
     return _json(EventCount(org=org, count=n))
 
 
+_REVIEW_STATUSES: Final = ("open", *REVIEW_DECISIONS, "all")
+
+
+async def list_reviews(ctx: _Context, request: Request, caller: Caller) -> Response:
+    status = request.query_params.get("status", "open")
+    if status not in _REVIEW_STATUSES:
+        raise ApiError(
+            400, f"status must be one of {', '.join(_REVIEW_STATUSES)}", "bad_param", param="status"
+        )
+    org = _org_query(request)
+    limit = _int_query(request, "limit", 100, 1, MAX_LIMIT)
+    found = await _call(
+        lambda: ctx.store.list_reviews(
+            status=None if status == "all" else status, org=org, limit=limit
+        )
+    )
+    return _json(ReviewList(reviews=[_review(r) for r in found]))
+
+
+def _no_review(review_id: str) -> ApiError:
+    return ApiError(404, f"no review {review_id!r}", "not_found", param="review_id")
+
+
+async def get_review(ctx: _Context, request: Request, caller: Caller) -> Response:
+    review_id = _path(request, "review_id")
+    found = await _call(lambda: ctx.store.get_review(review_id))
+    if found is None:
+        raise _no_review(review_id)
+    return _json(_review(found))
+
+
+async def close_review(ctx: _Context, request: Request, caller: Caller) -> Response:
+    review_id = _path(request, "review_id")
+    body = await _body(request, ReviewDecision)
+    note = body.note.strip()
+    try:
+        outcome = await _call(
+            lambda: decide_review(
+                ctx.store, review_id, body.decision, actor=caller.actor, note=note
+            )
+        )
+    except ReviewClosed as exc:
+        raise ApiError(409, str(exc), "review_closed", param="review_id") from None
+    if outcome is None:
+        raise _no_review(review_id)
+    review, changed = outcome
+    log.warning("%s: review %s of %s: %s", caller.actor, review_id, review.org, body.decision)
+    result = ReviewOutcome(
+        review=_review(review), state_changed=None if changed is None else _org(changed)
+    )
+    return _json(result)
+
+
+async def get_signals(ctx: _Context, request: Request, caller: Caller) -> Response:
+    org_id = _path(request, "org_id")
+    policy = ctx.rules.policy()
+    result = await _call(lambda: ctx.rules.circumvention.score(org_id, policy))
+    if result is None:
+        raise ApiError(
+            404,
+            f"{org_id} has no traffic in the window this gateway has seen",
+            "no_signals",
+            param="org_id",
+        )
+    rules = policy.accounts.circumvention
+    data = result.to_dict()
+    return _json(
+        ScoreRecord(
+            org=result.org,
+            score=data["score"],
+            requests=result.requests,
+            window=result.window,
+            signals=[SignalRecord(**c) for c in data["signals"]],
+            explanation=data["explanation"],
+            evidence=data["evidence"],
+            thresholds={
+                "review": rules.review,
+                "suspend": rules.suspend,
+                "min_requests": float(rules.min_requests),
+            },
+        )
+    )
+
+
 # --- the route table (the router and the OpenAPI document are both built from it) ----------------
 
 
@@ -739,6 +898,7 @@ _ID_SCHEMA: Final[dict[str, Any]] = {"type": "string", "minLength": 1, "maxLengt
 ORG_ID = Param("org_id", "path", _ID_SCHEMA, "organisation id")
 KEY_ID = Param("key_id", "path", _ID_SCHEMA, "key id (kid_...)")
 ORG_Q = Param("org", "query", _ID_SCHEMA, "only this organisation")
+REVIEW_ID = Param("review_id", "path", _ID_SCHEMA, "review id (rv_...)")
 
 
 def _limit(default: int) -> Param:
@@ -808,6 +968,34 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation(
         "GET", "/events/count", Role.VIEWER, count_events, "How many events were recorded",
         200, EventCount, params=(ORG_Q,), errors=(400,),
+    ),
+    Operation(
+        "GET", "/reviews", Role.VIEWER, list_reviews,
+        "The review queue: organisations the circumvention score flagged, newest first",
+        200, ReviewList,
+        params=(
+            Param("status", "query", {"type": "string", "enum": list(_REVIEW_STATUSES),
+                                      "default": "open"}, "open (default), a decision, or all"),
+            ORG_Q,
+            _limit(100),
+        ),
+        errors=(400,),
+    ),
+    Operation(
+        "GET", "/reviews/{review_id}", Role.VIEWER, get_review,
+        "A review, with the explained score that opened it", 200, ReviewRecord,
+        params=(REVIEW_ID,), errors=(400, 404),
+    ),
+    Operation(
+        "POST", "/reviews/{review_id}", Role.OPERATOR, close_review,
+        "Decide a review: dismissed, warned or suspended (the state changes accordingly)",
+        200, ReviewOutcome, body=ReviewDecision, params=(REVIEW_ID,),
+        errors=(*_BODY_ERRORS, 404, 409),
+    ),
+    Operation(
+        "GET", "/orgs/{org_id}/signals", Role.VIEWER, get_signals,
+        "An organisation's circumvention score now, over this gateway's window, explained",
+        200, ScoreRecord, params=(ORG_ID,), errors=(400, 404),
     ),
 )  # fmt: skip
 

@@ -70,6 +70,10 @@ class KeyHasher:
         raw = key.encode() if isinstance(key, str) else key
         return "kid_" + hmac.digest(self._secret, raw, "sha256")[:16].hex()
 
+    def derive(self, purpose: bytes) -> bytes:
+        """A secret of its own for another keyed hash (end-user ids), from this one."""
+        return hmac.digest(self._secret, b"regiongate-derive\0" + purpose, "sha256")
+
 
 class KeyReader:
     """Finds the API key in ASGI headers: ``Authorization: Bearer KEY`` by default, or any

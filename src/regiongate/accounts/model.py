@@ -22,11 +22,13 @@ from typing import Any, Final, NamedTuple
 
 __all__ = [
     "ALLOWED",
+    "REVIEW_DECISIONS",
     "AuditEntry",
     "Event",
     "Key",
     "Org",
     "Payment",
+    "Review",
     "State",
     "TransitionError",
     "new_id",
@@ -82,6 +84,10 @@ class Event(NamedTuple):
     action: str  # allow | flag | block | refused (a suspended organisation's request)
     rule: str  # the decision's rule name ("unsupported-territory", "tor", ...)
     strike: bool  # counts toward the strike rule
+    # What the request hinted about who is behind it, for the circumvention signals:
+    # ``key=value`` pairs joined by ";" (``user=<hash>;lang=CN;tz=CN;cloud=aws/ap-east-1``),
+    # "" for none. See :mod:`regiongate.accounts.signals`.
+    detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +100,7 @@ class Event(NamedTuple):
             "action": self.action,
             "rule": self.rule,
             "strike": self.strike,
+            "detail": self.detail,
         }
 
     @classmethod
@@ -109,6 +116,7 @@ class Event(NamedTuple):
             action=str(d["action"]),
             rule=str(d.get("rule") or ""),
             strike=bool(d.get("strike")),
+            detail=str(d.get("detail") or ""),  # spool files written before it: none
         )
 
 
@@ -206,4 +214,43 @@ class AuditEntry:
             "to_state": self.to_state,
             "evidence": list(self.evidence),
             "detail": self.detail,
+        }
+
+
+# How a review ends: nothing to do, or the organisation is warned or suspended.
+REVIEW_DECISIONS: Final = ("dismissed", "warned", "suspended")
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """An organisation flagged for a person to look at, with the score that flagged it.
+
+    ``status`` is ``open`` until someone decides (one of :data:`REVIEW_DECISIONS`). An
+    organisation has at most one open review; while it is open, a new score refreshes
+    ``score``, ``explanation`` and ``updated`` instead of opening another.
+    """
+
+    id: str
+    org: str
+    opened_at: float
+    score: float
+    explanation: dict[str, Any] = field(default_factory=dict)
+    status: str = "open"
+    updated: float = 0.0
+    closed_at: float | None = None
+    closed_by: str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "org": self.org,
+            "opened_at": self.opened_at,
+            "score": self.score,
+            "explanation": self.explanation,
+            "status": self.status,
+            "updated": self.updated,
+            "closed_at": self.closed_at,
+            "closed_by": self.closed_by,
+            "note": self.note,
         }

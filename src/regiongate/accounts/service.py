@@ -4,7 +4,8 @@ every decision as an event, and apply the policy's account rules to what was rec
 - :class:`AccountCache` keeps key id → organisation and the set of refused organisations in
   memory, fresh from the store's change feed (every ``refresh_interval``, or at once on a
   Redis notification). Lookups in the request path are two dict reads.
-- :class:`RulesEngine` runs after each written batch of events (strikes) and on each payment.
+- :class:`RulesEngine` runs after each written batch of events (strikes, and the
+  circumvention score of :class:`CircumventionRule`) and on each payment.
 - :class:`Accounts` ties them to an :class:`EventSink` and is what the gateway holds.
 
 When the store is down, the cache keeps the last state it knew (suspensions stay enforced),
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from regiongate.accounts.events import EventSink, event_id_factory
 from regiongate.accounts.identity import KeyHasher, KeyReader, load_secret
-from regiongate.accounts.model import Event, Org, Payment, State
+from regiongate.accounts.model import Event, Org, Payment, Review, State
+from regiongate.accounts.signals import HintReader, Score, SignalTracker, score
 from regiongate.accounts.store.base import Store, StoreUnavailable
 from regiongate.config import AccountsSettings
 from regiongate.paths import data_home
@@ -33,12 +35,23 @@ if TYPE_CHECKING:
     from regiongate.enforce.gate import Verdict
     from regiongate.intel.model import Origin
 
-__all__ = ["AccountCache", "Accounts", "Identity", "RulesEngine", "key_hasher"]
+__all__ = [
+    "AccountCache",
+    "Accounts",
+    "CircumventionRule",
+    "Identity",
+    "ReviewClosed",
+    "RulesEngine",
+    "decide_review",
+    "key_hasher",
+]
 
 log = logging.getLogger("regiongate.accounts")
 
 _RESYNC_EVERY: Final = 60.0  # a full reload, in case a change slipped past the feed
 _GAP_PATIENCE: Final = 5.0  # seconds to wait for a sequence gap (an open transaction) to fill
+_REVIEW_REFRESH: Final = 60.0  # an open review's score is refreshed at most this often
+_PAYMENTS_REMEMBERED: Final = 3  # the latest payments the payment signal looks at
 
 
 class AccountCache:
@@ -159,6 +172,179 @@ class AccountCache:
                 down = True
 
 
+class CircumventionRule:
+    """The circumvention score (``[accounts.circumvention]``) after each written batch.
+
+    The batch updates each organisation's sliding window (:class:`SignalTracker`); every
+    organisation in it with ``min_requests`` in the window is scored. At ``suspend`` or more,
+    once enforcement has begun and not in dry-run, it is suspended with the score's
+    explanation as the reason and the window's event ids as evidence; at ``review`` or more
+    (or ``suspend`` before enforcement or in dry-run) a review is opened, or the open one gets
+    the new score. A review dismissed within the window is not reopened.
+
+    Each gateway process scores the traffic it writes: behind a load balancer that is a
+    sample of each organisation's requests, which leaves shares and diversity as they are.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache: AccountCache | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.cache = cache
+        self.tracker = SignalTracker()
+        self.reviews_opened = 0
+        self.suspended = 0
+        self._refreshed: dict[str, tuple[float, float]] = {}  # org → (when, score) last written
+
+    def on_batch(self, batch: Sequence[Event], policy: Policy) -> None:
+        rules = policy.accounts.circumvention
+        self.tracker.resize(rules.window)
+        touched = self.tracker.add(batch)
+        if not rules.enabled:
+            return
+        now = self.clock()
+        for org in sorted(touched):
+            self.evaluate(org, policy, now)
+
+    def score(self, org: str, policy: Policy, now: float | None = None) -> Score | None:
+        """``org``'s score now (``None``: no traffic of it in the window)."""
+        now = self.clock() if now is None else now
+        signals = self.tracker.signals(org, now)
+        if signals is None:
+            return None
+        if not self.tracker.has_payments(org):
+            self.note_payments(org, self.store.list_payments(org))
+            signals = self.tracker.signals(org, now) or signals
+        rules = policy.accounts.circumvention
+        return score(signals, rules.weights, policy.is_supported, window=rules.window)
+
+    def note_payments(self, org: str, payments: Sequence[Payment]) -> None:
+        latest = sorted(payments, key=lambda p: p.at)[-_PAYMENTS_REMEMBERED:]
+        self.tracker.note_payments(org, [t for p in latest for t in p.territories()])
+
+    def evaluate(self, org: str, policy: Policy, now: float) -> Score | None:
+        """Score ``org`` and act on it; the score (``None``: not scored)."""
+        rules = policy.accounts.circumvention
+        if org in policy.exempt_accounts:
+            return None
+        if self.cache is not None and org in self.cache.refused:
+            return None
+        result = self.score(org, policy, now)
+        if result is None or result.requests < rules.min_requests:
+            return result
+        dry = policy.mode.value == "dry-run"
+        enforcing = policy.phase_at(now) is Phase.ENFORCE
+        if rules.suspend and result.score >= rules.suspend and enforcing and not dry:
+            changed = self.store.transition(
+                org,
+                State.SUSPENDED,
+                actor="rule:circumvention",
+                reason=f"{result.explain()} (threshold {rules.suspend:g}; {policy.ref})",
+                evidence=result.evidence,
+                expect={State.ACTIVE, State.WARNED, State.REINSTATED},
+                at=now,
+            )
+            if changed is not None:
+                self.suspended += 1
+                log.warning("%s suspended: %s", org, result.explain())
+            return result
+        flag = rules.review and result.score >= rules.review
+        would_suspend = bool(rules.suspend and result.score >= rules.suspend)
+        if not (flag or would_suspend):
+            return result
+        last = self._refreshed.get(org)
+        if last is not None and now - last[0] < _REVIEW_REFRESH and result.score <= last[1]:
+            return result
+        latest = self.store.list_reviews(org=org, status=None, limit=1)
+        if latest and _recently_dismissed(latest[0], now, rules.window):
+            self._refreshed[org] = (now, result.score)
+            return result
+        explanation = result.to_dict()
+        explanation["policy"] = policy.ref
+        explanation["thresholds"] = {"review": rules.review, "suspend": rules.suspend}
+        if would_suspend:
+            explanation["would"] = "suspend" + (" (dry-run)" if dry else " (once enforced)")
+        _, opened = self.store.open_review(
+            org, round(result.score, 2), explanation, actor="rule:circumvention", at=now
+        )
+        if len(self._refreshed) > 100_000:
+            self._refreshed.clear()
+        self._refreshed[org] = (now, result.score)
+        if opened:
+            self.reviews_opened += 1
+            log.warning("%s flagged for review: %s", org, result.explain())
+        return result
+
+
+class ReviewClosed(ValueError):
+    """A decision on a review that is no longer open."""
+
+
+_DECISION_STATES: Final[dict[str, tuple[State, frozenset[State]]]] = {
+    "warned": (State.WARNED, frozenset({State.ACTIVE, State.REINSTATED})),
+    "suspended": (State.SUSPENDED, frozenset({State.ACTIVE, State.WARNED, State.REINSTATED})),
+}
+
+
+def decide_review(
+    store: Store,
+    review_id: str,
+    decision: str,
+    *,
+    actor: str,
+    note: str = "",
+    at: float | None = None,
+) -> tuple[Review, Org | None] | None:
+    """A person's decision on an open review: the state change it implies, then the review
+    closed. ``(closed review, org if its state changed)``; ``None`` if there is no such review;
+    :class:`ReviewClosed` if it is closed already.
+
+    The state change comes first and is conditional (an organisation already suspended stays
+    as it is), so a decision cut short by a store outage is completed by running it again.
+    """
+    when = time.time() if at is None else at
+    review = store.get_review(review_id)
+    if review is None:
+        return None
+    if review.status != "open":
+        raise ReviewClosed(f"review {review_id} is already closed ({review.status})")
+    changed: Org | None = None
+    if decision in _DECISION_STATES:
+        target, expect = _DECISION_STATES[decision]
+        score = review.score
+        changed = store.transition(
+            review.org,
+            target,
+            actor=actor,
+            reason=(
+                f"review {review_id} (circumvention score {score:g}): {decision}"
+                + (f" — {note}" if note else "")
+            ),
+            evidence=[review_id],
+            expect=expect,
+            at=when,
+        )
+    elif decision != "dismissed":
+        raise ValueError(f"decision must be dismissed, warned or suspended, not {decision!r}")
+    closed = store.close_review(review_id, decision, actor=actor, note=note, at=when)
+    if closed is None:
+        raise ReviewClosed(f"review {review_id} was closed by someone else meanwhile")
+    return closed, changed
+
+
+def _recently_dismissed(review: Review, now: float, window: float) -> bool:
+    return (
+        review.status == "dismissed"
+        and review.closed_at is not None
+        and now - review.closed_at < window
+    )
+
+
 class RulesEngine:
     """The policy's ``[accounts]`` rules: strikes after each written batch, and payments."""
 
@@ -175,9 +361,14 @@ class RulesEngine:
         self.clock = clock
         self.cache = cache
         self.transitions = 0
+        self.circumvention = CircumventionRule(store, clock=clock, cache=cache)
 
     def on_batch(self, batch: Sequence[Event]) -> None:
         policy = self.policy()
+        self._strikes(batch, policy)
+        self.circumvention.on_batch(batch, policy)
+
+    def _strikes(self, batch: Sequence[Event], policy: Policy) -> None:
         rules = policy.accounts
         if rules.strikes <= 0 or policy.mode.value == "dry-run":
             return
@@ -226,6 +417,8 @@ class RulesEngine:
     def on_payment(self, payment: Payment, *, actor: str) -> tuple[bool, Org | None]:
         """Record ``payment``; apply the payments rule. (new?, the org if its state changed)."""
         new = self.store.add_payment(payment, actor=actor)
+        if self.circumvention.tracker.has_payments(payment.org):
+            self.circumvention.note_payments(payment.org, self.store.list_payments(payment.org))
         policy = self.policy()
         rules = policy.accounts
         if rules.payments == "ignore" or payment.org in policy.exempt_accounts:
@@ -317,6 +510,17 @@ class Accounts:
         self.unknown_key_requests = 0
         self._next_id = event_id_factory()
         self._flags: dict[Origin, str] = {}
+        self.hints = (
+            HintReader(
+                self.hasher.derive(b"end-user"),
+                end_user_header=settings.end_user_header,
+                timezone_header=settings.timezone_header,
+            )
+            if settings.hints
+            else None
+        )
+        # Read the "user" field of JSON request bodies (the middleware tees the body).
+        self.end_user_body = settings.hints and settings.end_user_body
         # Raw key → key id, keyed by the key's hash() (SipHash with this process's random
         # secret): the HMAC costs ~1.5 µs per request, this lookup ~60 ns. The raw key itself
         # is never kept. Off when hash randomization is (PYTHONHASHSEED=0 makes it guessable).
@@ -355,8 +559,17 @@ class Accounts:
     def is_refused(self, org: str) -> bool:
         return org in self.cache.refused
 
-    def record(self, identity: Identity, verdict: Verdict, *, refused: bool = False) -> None:
-        """Queue the event for this decision (identified requests only)."""
+    def record(
+        self,
+        identity: Identity,
+        verdict: Verdict,
+        *,
+        refused: bool = False,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        user: str | None = None,
+    ) -> None:
+        """Queue the event for this decision (identified requests only); ``headers`` and the
+        body's ``user`` give the circumvention hints."""
         org = identity.org
         if org is None:
             return
@@ -383,5 +596,6 @@ class Accounts:
                 action,
                 d.rule,
                 strike,
+                "" if self.hints is None else self.hints.read(headers, origin, user),
             )
         )

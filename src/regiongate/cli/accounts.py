@@ -4,6 +4,8 @@
   ``accounts suspend / reinstate / warn / appeal`` move an organisation by hand (audited as
   ``cli:$USER``); ``accounts import`` loads the key registry (raw keys are hashed at once and
   never stored or printed).
+- ``accounts reviews / review`` list the review queue (organisations the circumvention score
+  flagged, each with its explained score) and decide one: dismissed, warned or suspended.
 - ``payments import`` records payments and applies the policy's payments rule.
 - ``audit export`` streams the append-only audit log as JSON lines or CSV.
 
@@ -486,6 +488,146 @@ def accounts_appeal(
     _transition(
         org, State.APPEAL_PENDING, reason=reason, config=config, store=store, as_json=as_json
     )
+
+
+class ReviewStatus(StrEnum):
+    OPEN = "open"
+    DISMISSED = "dismissed"
+    WARNED = "warned"
+    SUSPENDED = "suspended"
+    ALL = "all"
+
+
+class Decision(StrEnum):
+    DISMISSED = "dismissed"
+    WARNED = "warned"
+    SUSPENDED = "suspended"
+
+
+def _top_signals(explanation: dict[str, Any], k: int = 3) -> str:
+    signals = explanation.get("signals")
+    if not isinstance(signals, list):
+        return ""
+    parts = [
+        f"{s.get('signal')} {float(s.get('points', 0)):.0f}"
+        for s in signals[:k]
+        if isinstance(s, dict) and float(s.get("points", 0) or 0) > 0
+    ]
+    return ", ".join(parts)
+
+
+@accounts_app.command("reviews")
+def accounts_reviews(
+    status: Annotated[
+        ReviewStatus, typer.Option("--status", help="open (default), a decision, or all.")
+    ] = ReviewStatus.OPEN,
+    org: Annotated[
+        str | None, typer.Option("--org", metavar="ORG", help="Only this organisation.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+) -> None:
+    """The review queue: organisations the circumvention score flagged, newest first."""
+    if org is not None:
+        _check_org(org)
+    settings = _settings(config, store)
+    with _open_store(settings) as st:
+        found = st.list_reviews(
+            status=None if status is ReviewStatus.ALL else str(status), org=org, limit=limit
+        )
+    if as_json:
+        _print_json([r.to_dict() for r in found])
+        return
+    if not found:
+        err.print(f"no reviews ({status})", highlight=False)
+        return
+    table = Table(title_justify="left")
+    for col in ("review", "org", "score", "opened", "status", "top signals"):
+        table.add_column(col, justify="right" if col == "score" else "left")
+    for r in found:
+        table.add_row(
+            escape(r.id),
+            escape(r.org),
+            f"{r.score:.1f}",
+            _when(r.opened_at),
+            r.status if r.status == "open" else f"{r.status} by {escape(r.closed_by or '?')}",
+            escape(_top_signals(r.explanation)),
+        )
+    out.print(table)
+    out.print(f"{len(found)} reviews; `regiongate accounts review ID` to see and decide one")
+
+
+@accounts_app.command("review")
+def accounts_review(
+    review_id: Annotated[str, typer.Argument(metavar="ID", help="Review id (rv_...).")],
+    decision: Annotated[
+        Decision | None,
+        typer.Option("--decision", help="Close it: dismissed, warned or suspended."),
+    ] = None,
+    note: Annotated[str, typer.Option("--note", help="Why (kept in the audit log).")] = "",
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Show a review's explained score; with --decision, decide it (the state changes too)."""
+    from regiongate.accounts.service import ReviewClosed, decide_review
+
+    if not review_id or len(review_id) > 200 or not review_id.isprintable():
+        raise typer.BadParameter("must be 1-200 printable characters", param_hint="ID")
+    if len(note) > 2000 or not note.isprintable():
+        raise typer.BadParameter("at most 2000 printable characters", param_hint="--note")
+    settings = _settings(config, store)
+    with _open_store(settings) as st:
+        if decision is None:
+            review = st.get_review(review_id)
+            if review is None:
+                raise _die(f"no review {review_id!r} (see `regiongate accounts reviews`)", 1)
+            changed = None
+        else:
+            try:
+                outcome = decide_review(
+                    st, review_id, str(decision), actor=_actor(), note=note.strip()
+                )
+            except ReviewClosed as exc:
+                raise _die(str(exc), 1) from None
+            if outcome is None:
+                raise _die(f"no review {review_id!r} (see `regiongate accounts reviews`)", 1)
+            review, changed = outcome
+    if as_json:
+        _print_json(
+            {
+                "review": review.to_dict(),
+                "state_changed": None if changed is None else changed.to_dict(),
+            }
+        )
+        return
+    out.print(
+        f"[bold]{escape(review.id)}[/] {escape(review.org)}: score {review.score:.1f}, "
+        f"{review.status}, opened {_when(review.opened_at)}",
+        highlight=False,
+    )
+    explanation = review.explanation
+    signals = explanation.get("signals") if isinstance(explanation, dict) else None
+    if isinstance(signals, list) and signals:
+        table = Table(title_justify="left")
+        for col in ("signal", "value", "weight", "points", "because"):
+            table.add_column(col, justify="left" if col in ("signal", "because") else "right")
+        for sig in signals:
+            if not isinstance(sig, dict):
+                continue
+            table.add_row(
+                escape(str(sig.get("signal"))),
+                f"{float(sig.get('value', 0)):.2f}",
+                f"{float(sig.get('weight', 0)):g}",
+                f"{float(sig.get('points', 0)):.1f}",
+                escape(str(sig.get("detail", ""))),
+            )
+        out.print(table)
+    if decision is not None:
+        moved = f"; {review.org} is now {changed.state}" if changed is not None else ""
+        out.print(f"decided: {review.status}{escape(moved)}", highlight=False)
 
 
 # --- input files ---------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from regiongate.clientip import ClientIPConfig, ClientResolver
-from regiongate.enforce.asgi import ASGIApp, Receive, Scope, Send
+from regiongate.enforce.asgi import ASGIApp, Message, Receive, Scope, Send
 from regiongate.enforce.gate import _OWN_HEADERS, Gate, GateState
 from regiongate.enforce.responses import send_json
 from regiongate.intel.snapshot import Snapshot, open_snapshot
@@ -44,6 +44,7 @@ _UNKNOWN_KEY_BODY = {
 # send an HTTP denial response.
 _WS_POLICY_VIOLATION = 1008
 _BLOCK = Action.BLOCK
+_BODY_USER_LIMIT = 256 * 1024  # bodies read for their "user" field up to this size
 _name = operator.itemgetter(0)
 
 
@@ -151,16 +152,63 @@ class RegionGate:
                 return
         elif org in accounts.cache.refused:
             accounts.refused_requests += 1
-            accounts.record(identity, verdict, refused=True)
+            accounts.record(identity, verdict, refused=True, headers=scope["headers"])
             body = gate.state.policy.accounts.body()
             await _deny(scope, receive, send, 403, body, verdict.extra_headers)
             return
+        elif verdict.decision.action is not _BLOCK and accounts.end_user_body:
+            if scope["type"] == "http":
+                await self._recording_body_user(scope, receive, send, accounts, identity, verdict)
+                return
+            accounts.record(identity, verdict, headers=scope["headers"])
         else:
-            accounts.record(identity, verdict)
+            accounts.record(identity, verdict, headers=scope["headers"])
         if verdict.decision.action is _BLOCK:
             await self._block(scope, receive, send, verdict)
             return
         await self.app(self._forwarded(scope, scope["headers"], verdict), receive, send)
+
+    async def _recording_body_user(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        accounts: Accounts,
+        identity: Any,
+        verdict: Any,
+    ) -> None:
+        """Pass the request on, reading the ``user`` field of its JSON body as it streams by;
+        the event is recorded once the body is complete (or the app is done without it)."""
+        headers = scope["headers"]
+        chunks: list[bytes] = []
+        size = 0
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                user = body_user(b"".join(chunks)) if size <= _BODY_USER_LIMIT else None
+                accounts.record(identity, verdict, headers=headers, user=user)
+
+        async def tee() -> Message:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                body = message.get("body", b"")
+                if size <= _BODY_USER_LIMIT:
+                    chunks.append(body)
+                size += len(body)
+                if not message.get("more_body", False):
+                    record()
+            else:  # http.disconnect
+                record()
+            return message
+
+        try:
+            await self.app(self._forwarded(scope, headers, verdict), tee, send)
+        finally:
+            record()
 
     async def _block(self, scope: Scope, receive: Receive, send: Send, verdict: Any) -> None:
         response = self.gate.state.policy.response
@@ -190,6 +238,20 @@ class RegionGate:
         scope["headers"] = forwarded
         scope["regiongate"] = verdict
         return scope
+
+
+def body_user(body: bytes) -> str | None:
+    """The ``user`` field of an OpenAI-style JSON request body (an end-user id), if any."""
+    if body.lstrip()[:1] != b"{":
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    user = doc.get("user") if isinstance(doc, dict) else None
+    if isinstance(user, str) and 0 < len(user) <= 256:
+        return user
+    return None
 
 
 async def _deny_websocket(

@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTION_KEYS",
+    "DEFAULT_WEIGHTS",
+    "SIGNALS",
     "AccountRules",
+    "CircumventionRules",
     "Policy",
     "Response",
     "Rule",
@@ -64,7 +67,8 @@ _TOP_KEYS: Final = (
     "response", "accounts",
 )  # fmt: skip
 _RESPONSE_KEYS: Final = ("status", "type", "code", "message")
-_ACCOUNT_KEYS: Final = ("strikes", "window", "count", "payments", "message")
+_ACCOUNT_KEYS: Final = ("strikes", "window", "count", "payments", "message", "circumvention")
+_CIRCUMVENTION_KEYS: Final = ("review", "suspend", "window", "min_requests", "weights")
 # Decision rules a strike can be counted for: the territory rule and the anonymizer flags.
 STRIKE_RULES: Final = ("unsupported-territory", "tor", "vpn", "hosting", "proxy", "relay",
                        "unknown", "invalid", "disputed")  # fmt: skip
@@ -93,6 +97,69 @@ class Response:
         }
 
 
+# The circumvention signals (see regiongate.accounts.signals for what each measures).
+SIGNALS: Final = (
+    "tor",
+    "vpn",
+    "relay",
+    "hosting",
+    "unsupported",
+    "end_users",
+    "countries",
+    "language",
+    "timezone",
+    "payment",
+    "cloud",
+)
+
+# Points each signal adds at full strength. Tuned on `regiongate logs synth` populations
+# (docs/detection.md): anonymizers and language hints weigh most; hosting, end users and
+# country diversity are common in honest traffic too and weigh little on their own.
+DEFAULT_WEIGHTS: Final[Mapping[str, float]] = {
+    "tor": 40.0,
+    "vpn": 35.0,
+    "relay": 10.0,
+    "hosting": 20.0,
+    "unsupported": 25.0,
+    "end_users": 15.0,
+    "countries": 15.0,
+    "language": 30.0,
+    "timezone": 20.0,
+    "payment": 20.0,
+    "cloud": 5.0,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircumventionRules:
+    """When an organisation's circumvention score acts (``[accounts.circumvention]``).
+
+    Over ``window`` seconds, once an organisation has made ``min_requests`` requests, a score
+    of at least ``review`` opens a review for a person to decide, and at least ``suspend``
+    suspends it once enforcement has begun (before: a review). 0 turns either off.
+    ``weights``: points per signal at full strength (see ``regiongate.accounts.signals``).
+    """
+
+    review: float = 0.0
+    suspend: float = 0.0
+    window: float = 86400.0
+    min_requests: int = 50
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    @property
+    def enabled(self) -> bool:
+        return self.review > 0 or self.suspend > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "review": self.review,
+            "suspend": self.suspend,
+            "window": self.window,
+            "min_requests": self.min_requests,
+            "weights": dict(self.weights),
+        }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountRules:
     """What makes an organisation's state change by itself (the ``[accounts]`` table).
@@ -112,6 +179,7 @@ class AccountRules:
         "Your organization has been deactivated for using the API from an unsupported "
         "country, region, or territory. Contact support to appeal."
     )
+    circumvention: CircumventionRules = field(default_factory=CircumventionRules)
 
     def body(self) -> dict[str, Any]:
         return {
@@ -249,6 +317,7 @@ class Policy:
                 "count": sorted(self.accounts.count),
                 "payments": self.accounts.payments,
                 "message": self.accounts.message,
+                "circumvention": self.accounts.circumvention.to_dict(),
             },
         }
 
@@ -542,6 +611,47 @@ def _account_rules(r: _Reader, table: Mapping[str, Any]) -> AccountRules:
         count=count,
         payments=r.choice(table, "payments", ("suspend", "warn", "ignore"), "suspend", "accounts"),
         message=r.string(table, "message", default=defaults.message, where="accounts"),
+        circumvention=_circumvention_rules(r, table.get("circumvention")),
+    )
+
+
+def _circumvention_rules(r: _Reader, table: object) -> CircumventionRules:
+    where = "accounts.circumvention"
+    if table is None:
+        return CircumventionRules(weights=dict(DEFAULT_WEIGHTS))
+    if not isinstance(table, dict):
+        raise r.fail(where, f"must be a table, not {table!r}")
+    r.check_keys(table, _CIRCUMVENTION_KEYS, where)
+
+    def points(value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise r.fail(key, f"{value!r} must be a number from 0 to 100")
+        if not 0 <= value <= 100:
+            raise r.fail(key, f"{value!r} must be from 0 to 100")
+        return float(value)
+
+    review = points(table.get("review", 0), f"{where}.review")
+    suspend = points(table.get("suspend", 0), f"{where}.suspend")
+    if review and suspend and suspend < review:
+        raise r.fail(f"{where}.suspend", f"{suspend:g} is below review ({review:g})")
+    try:
+        window = parse_duration(table.get("window", "24h"))
+    except ValueError as exc:
+        raise r.fail(f"{where}.window", str(exc)) from None
+    if window < 60:
+        raise r.fail(f"{where}.window", "must be at least 60 seconds")
+    min_requests = table.get("min_requests", 50)
+    if isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 1:
+        raise r.fail(f"{where}.min_requests", f"{min_requests!r} must be a whole number >= 1")
+    weights = dict(DEFAULT_WEIGHTS)
+    given = table.get("weights", {})
+    if not isinstance(given, dict):
+        raise r.fail(f"{where}.weights", f"must be a table, not {given!r}")
+    r.check_keys(given, SIGNALS, f"{where}.weights")
+    for name, value in given.items():
+        weights[name] = points(value, f"{where}.weights.{name}")
+    return CircumventionRules(
+        review=review, suspend=suspend, window=window, min_requests=min_requests, weights=weights
     )
 
 

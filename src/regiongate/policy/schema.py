@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from regiongate.policy.document import ACTION_KEYS, STRIKE_RULES
+from regiongate.policy.document import ACTION_KEYS, SIGNALS, STRIKE_RULES
 
 __all__ = ["policy_schema"]
 
@@ -101,6 +101,28 @@ def policy_schema() -> dict[str, Any]:
                     },
                     "payments": {"enum": ["suspend", "warn", "ignore"]},
                     "message": {"type": "string"},
+                    "circumvention": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "description": "the circumvention score: review and suspend thresholds",
+                        "properties": {
+                            "review": {"type": "number", "minimum": 0, "maximum": 100},
+                            "suspend": {"type": "number", "minimum": 0, "maximum": 100},
+                            "window": {
+                                "type": ["string", "number"],
+                                "pattern": r"^[0-9.]+[smhdw]$",
+                            },
+                            "min_requests": {"type": "integer", "minimum": 1},
+                            "weights": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    name: {"type": "number", "minimum": 0, "maximum": 100}
+                                    for name in SIGNALS
+                                },
+                            },
+                        },
+                    },
                 },
             },
         },

@@ -19,13 +19,35 @@ on SQLite, PostgreSQL and Redis):
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Final, Protocol
 
-from regiongate.accounts.model import AuditEntry, Event, Key, Org, Payment, State
+from regiongate.accounts.model import (
+    REVIEW_DECISIONS,
+    AuditEntry,
+    Event,
+    Key,
+    Org,
+    Payment,
+    Review,
+    State,
+)
 from regiongate.errors import RegiongateError
 
-__all__ = ["Store", "StoreUnavailable", "check_id"]
+__all__ = [
+    "Store",
+    "StoreUnavailable",
+    "check_close",
+    "check_id",
+    "check_review_status",
+    "explanation_json",
+    "finite",
+]
+
+_NOTE_MAX: Final = 2000
+_REVIEW_STATUSES: Final = ("open", *REVIEW_DECISIONS)
 
 
 class StoreUnavailable(RegiongateError):
@@ -36,6 +58,45 @@ def check_id(value: object, what: str) -> None:
     """Organisation, key, event and payment ids: 1-200 printable characters."""
     if not isinstance(value, str) or not value or len(value) > 200 or not value.isprintable():
         raise ValueError(f"{what} must be 1-200 printable characters, not {value!r:.80}")
+
+
+def finite(value: object, what: str) -> float:
+    """``value`` as a finite float, or ``ValueError`` naming ``what``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, not {value!r:.80}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, not {value!r}")
+    return number
+
+
+def explanation_json(explanation: object) -> str:
+    """A review's explanation as JSON text (a dict of plain JSON values)."""
+    if not isinstance(explanation, dict):
+        raise ValueError(f"review explanation must be a dict, not {type(explanation).__name__}")
+    try:
+        return json.dumps(explanation, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"review explanation must be plain JSON: {exc}") from None
+
+
+def check_review_status(status: str | None) -> None:
+    if status is not None and status not in _REVIEW_STATUSES:
+        raise ValueError(
+            f"review status must be one of {', '.join(_REVIEW_STATUSES)}, not {status!r:.80}"
+        )
+
+
+def check_close(decision: str, actor: str, note: str) -> None:
+    """The arguments of ``close_review``."""
+    if decision not in REVIEW_DECISIONS:
+        raise ValueError(
+            f"review decision must be one of {', '.join(REVIEW_DECISIONS)}, not {decision!r:.80}"
+        )
+    check_id(actor, "actor")
+    if not isinstance(note, str) or len(note) > _NOTE_MAX:
+        raise ValueError(f"review note must be text of at most {_NOTE_MAX} characters")
 
 
 class Store(Protocol):
@@ -120,3 +181,32 @@ class Store(Protocol):
         """key id → organisation, for every key not revoked."""
 
     def last_seq(self) -> int: ...
+
+    # --- the review queue (circumvention) ------------------------------------------------------
+
+    def open_review(
+        self, org: str, score: float, explanation: dict[str, Any], *, actor: str, at: float
+    ) -> tuple[Review, bool]:
+        """Flag ``org`` for review; ``(review, True)`` if a new one was opened.
+
+        If ``org`` already has an open review, that one gets the new score, explanation and
+        ``updated`` time and comes back with ``False`` (no second review, no audit entry).
+        Opening is audited (``review.open``, evidence: the review id) and creates the
+        organisation (``active``) if it does not exist yet. Atomic: two racing callers open
+        one review between them.
+        """
+
+    def get_review(self, review_id: str) -> Review | None: ...
+
+    def list_reviews(
+        self, *, status: str | None = "open", org: str | None = None, limit: int = 100
+    ) -> list[Review]:
+        """Reviews newest first (by ``opened_at``); ``status=None``: every status."""
+
+    def close_review(
+        self, review_id: str, decision: str, *, actor: str, note: str = "", at: float
+    ) -> Review | None:
+        """Close an open review with ``decision`` (one of ``REVIEW_DECISIONS``, else
+        ``ValueError``) and audit it (``review.close``); ``None`` if it is not open (already
+        closed, or no such review). The state change a decision implies is the caller's.
+        """

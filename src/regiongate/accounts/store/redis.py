@@ -27,6 +27,12 @@ Key layout (``P`` is the prefix; names that end in an id are the id verbatim)::
     P audit:org:<org>           zset    the org's seqs, score seq
     P changes                   zset    seqs of state / key.add / key.revoke, score seq
     P changes (channel)         pub/sub each change-feed seq as it is appended
+    P review:<review id>        hash    org, opened_at, score, explanation (JSON), status,
+                                        updated, note; closed_at, closed_by once closed
+    P reviews                   zset    every review id scored by opened_at
+    P reviews:status:<status>   zset    the review ids in that status, scored by opened_at
+    P reviews:org:<org>         zset    the org's review ids scored by opened_at
+    P openreviews               hash    org -> its open review id (at most one per org)
 
 Namespaces end in ":" and the fixed names never start with one of them, so no id can make
 two keys collide.
@@ -56,10 +62,19 @@ from regiongate.accounts.model import (
     Key,
     Org,
     Payment,
+    Review,
     State,
     TransitionError,
+    new_id,
 )
-from regiongate.accounts.store.base import StoreUnavailable, check_id
+from regiongate.accounts.store.base import (
+    StoreUnavailable,
+    check_close,
+    check_id,
+    check_review_status,
+    explanation_json,
+    finite,
+)
 
 __all__ = ["RedisStore"]
 
@@ -192,6 +207,61 @@ redis.call('HSET', k, 'state', to, 'since', ARGV[4], 'version', version)
 redis.call('ZREM', P .. 'state:' .. cur, org)
 redis.call('ZADD', P .. 'state:' .. to, 0, org)
 audit(org, '{"from_state":"' .. cur .. '",' .. ARGV[9], true)
+local out = redis.call('HGETALL', k)
+table.insert(out, 1, 'ok')
+return out
+"""
+)
+
+# ARGV: P, org, new review id, score, explanation JSON, when, org.create entry, review.open
+# entry. Returns {1 if opened else 0, review id, the review's hash fields and values...}.
+_LUA_OPEN_REVIEW = (
+    _LUA_COMMON
+    + """
+local org, when = ARGV[2], ARGV[6]
+local open = P .. 'openreviews'
+local id = redis.call('HGET', open, org)
+local fresh = 0
+if id then
+  redis.call('HSET', P .. 'review:' .. id, 'score', ARGV[4], 'explanation', ARGV[5],
+    'updated', when)
+else
+  id, fresh = ARGV[3], 1
+  ensure_org(org, ARGV[7])
+  redis.call('HSET', P .. 'review:' .. id, 'org', org, 'opened_at', when, 'score', ARGV[4],
+    'explanation', ARGV[5], 'status', 'open', 'updated', when, 'note', '')
+  redis.call('ZADD', P .. 'reviews', when, id)
+  redis.call('ZADD', P .. 'reviews:status:open', when, id)
+  redis.call('ZADD', P .. 'reviews:org:' .. org, when, id)
+  redis.call('HSET', open, org, id)
+  audit(org, ARGV[8], false)
+end
+local out = redis.call('HGETALL', P .. 'review:' .. id)
+table.insert(out, 1, id)
+table.insert(out, 1, fresh)
+return out
+"""
+)
+
+# ARGV: P, review id, its org and score as read before (the entry carries the score: a
+# refresh since then makes the caller read and try again), decision, when, actor, note,
+# review.close entry.
+_LUA_CLOSE_REVIEW = (
+    _LUA_COMMON
+    + """
+local id, org = ARGV[2], ARGV[3]
+local k = P .. 'review:' .. id
+local cur = redis.call('HMGET', k, 'org', 'status', 'score', 'opened_at')
+if not cur[1] or cur[2] ~= 'open' then return {'none'} end
+if cur[1] ~= org or cur[3] ~= ARGV[4] then return {'stale'} end
+redis.call('HSET', k, 'status', ARGV[5], 'updated', ARGV[6], 'closed_at', ARGV[6],
+  'closed_by', ARGV[7], 'note', ARGV[8])
+redis.call('ZREM', P .. 'reviews:status:open', id)
+redis.call('ZADD', P .. 'reviews:status:' .. ARGV[5], cur[4], id)
+if redis.call('HGET', P .. 'openreviews', org) == id then
+  redis.call('HDEL', P .. 'openreviews', org)
+end
+audit(org, ARGV[9], false)
 local out = redis.call('HGETALL', k)
 table.insert(out, 1, 'ok')
 return out
@@ -373,6 +443,22 @@ def _audit_from(seq: int, raw: str) -> AuditEntry:
     )
 
 
+def _review_from(review_id: str, h: dict[str, str]) -> Review:
+    closed_at = h.get("closed_at")
+    return Review(
+        id=review_id,
+        org=h["org"],
+        opened_at=float(h["opened_at"]),
+        score=float(h["score"]),
+        explanation=json.loads(h.get("explanation") or "{}"),
+        status=h.get("status", "open"),
+        updated=float(h.get("updated", h["opened_at"])),
+        closed_at=None if closed_at is None else float(closed_at),
+        closed_by=h.get("closed_by"),
+        note=h.get("note", ""),
+    )
+
+
 def _strs(values: Iterable[Any]) -> list[str]:
     return [str(v) for v in values]
 
@@ -430,6 +516,8 @@ class RedisStore:
         self._add_payment = self._r.register_script(_LUA_ADD_PAYMENT)
         self._transition = self._r.register_script(_LUA_TRANSITION)
         self._add_events = self._r.register_script(_LUA_ADD_EVENTS)
+        self._open_review = self._r.register_script(_LUA_OPEN_REVIEW)
+        self._close_review = self._r.register_script(_LUA_CLOSE_REVIEW)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -742,6 +830,105 @@ class RedisStore:
         with self._guard():
             n = self._r.get(self._k("seq"))
         return int(n) if n is not None else 0
+
+    # --- the review queue (circumvention) ------------------------------------------------------
+
+    def open_review(
+        self, org: str, score: float, explanation: dict[str, Any], *, actor: str, at: float
+    ) -> tuple[Review, bool]:
+        check_id(org, "organisation id")
+        score = finite(score, "review score")
+        when = finite(at, "review time")
+        review_id = new_id("rv_")
+        args = [
+            self.prefix,
+            org,
+            review_id,
+            repr(score),
+            explanation_json(explanation),
+            repr(when),
+            _entry(org, at=time.time(), actor=actor, action="org.create"),
+            _entry(
+                org,
+                at=when,
+                actor=actor,
+                action="review.open",
+                evidence=[review_id],
+                detail={"score": score},
+            ),
+        ]
+        with self._guard():
+            out = self._open_review(args=args)
+        found = str(out[1])
+        return _review_from(found, _pairs(out[2:])), int(out[0]) == 1
+
+    def get_review(self, review_id: str) -> Review | None:
+        with self._guard():
+            h = _hash(self._r.hgetall(self._k("review:", review_id)))
+        return _review_from(review_id, h) if h else None
+
+    def list_reviews(
+        self, *, status: str | None = "open", org: str | None = None, limit: int = 100
+    ) -> list[Review]:
+        check_review_status(status)
+        if limit <= 0:
+            return []
+        # An organisation has few reviews: with both filters, read all of its and filter.
+        if org is not None:
+            index, last = self._k("reviews:org:", org), -1 if status is not None else limit - 1
+        elif status is not None:
+            index, last = self._k("reviews:status:", status), limit - 1
+        else:
+            index, last = self._k("reviews"), limit - 1
+        with self._guard():
+            ids = _strs(self._r.zrevrange(index, 0, last))
+            if not ids:
+                return []
+            pipe = self._r.pipeline(transaction=False)
+            for review_id in ids:
+                pipe.hgetall(self._k("review:", review_id))
+            rows = pipe.execute()
+        found = [_review_from(i, _hash(h)) for i, h in zip(ids, rows, strict=True) if h]
+        # A review closed between the two reads is no longer in the status asked for.
+        return [r for r in found if status is None or r.status == status][:limit]
+
+    def close_review(
+        self, review_id: str, decision: str, *, actor: str, note: str = "", at: float
+    ) -> Review | None:
+        check_id(review_id, "review id")
+        check_close(decision, actor, note)
+        when = finite(at, "review time")
+        key = self._k("review:", review_id)
+        with self._guard():
+            for _ in range(20):
+                org, score, status = self._r.hmget(key, ["org", "score", "status"])
+                if org is None or score is None or status != "open":
+                    return None
+                entry = _entry(
+                    str(org),
+                    at=when,
+                    actor=actor,
+                    action="review.close",
+                    evidence=[review_id],
+                    detail={"decision": decision, "note": note, "score": float(str(score))},
+                )
+                args = [
+                    self.prefix,
+                    review_id,
+                    str(org),
+                    str(score),
+                    decision,
+                    repr(when),
+                    actor,
+                    note,
+                    entry,
+                ]
+                out = self._close_review(args=args)
+                if out[0] == "none":
+                    return None
+                if out[0] == "ok":
+                    return _review_from(review_id, _pairs(out[1:]))
+        raise StoreUnavailable(f"review {review_id}: it kept changing under us; try again")
 
     # --- the change feed -----------------------------------------------------------------------
 

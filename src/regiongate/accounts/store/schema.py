@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["audit", "events", "keys", "metadata", "orgs", "payments"]
+__all__ = ["audit", "events", "keys", "metadata", "orgs", "payments", "reviews"]
 
 metadata = sa.MetaData()
 
@@ -41,6 +41,7 @@ events = sa.Table(
     sa.Column("action", sa.String(10), nullable=False),
     sa.Column("rule", sa.String(40), nullable=False, server_default=""),
     sa.Column("strike", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("detail", sa.String(400), nullable=False, server_default=""),
     sa.Index(
         "rg_events_strikes",
         "org",
@@ -82,4 +83,30 @@ audit = sa.Table(
     sa.Column("evidence", sa.Text, nullable=False, server_default="[]"),
     sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     sa.Index("rg_audit_org_seq", "org", "seq"),
+)
+
+reviews = sa.Table(
+    "rg_reviews",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("org", sa.String(200), nullable=False),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("explanation", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("status", sa.String(20), nullable=False, server_default="open"),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("closed_at", sa.Float),
+    sa.Column("closed_by", sa.String(200)),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Index("rg_reviews_status_opened", "status", "opened_at"),
+    sa.Index("ix_rg_reviews_org", "org"),
+    # At most one open review per organisation, kept by the database itself: two racing
+    # openers cannot both insert one (the loser updates the winner's instead).
+    sa.Index(
+        "rg_reviews_one_open",
+        "org",
+        unique=True,
+        postgresql_where=sa.text("status = 'open'"),
+        sqlite_where=sa.text("status = 'open'"),
+    ),
 )

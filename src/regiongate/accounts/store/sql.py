@@ -5,7 +5,9 @@ package). State changes use optimistic concurrency: ``UPDATE ... WHERE version =
 two gateways racing to suspend the same organisation cannot both succeed, and the audit entry
 is written in the same transaction as the change. Event batches are inserted with
 ``ON CONFLICT DO NOTHING`` on the event id (idempotent replay); on PostgreSQL through
-``COPY`` into a temporary table first, which is what makes ingestion fast.
+``COPY`` into a temporary table first, which is what makes ingestion fast. An organisation
+has at most one open review because a partial unique index (``rg_reviews_one_open``) says so:
+a racing second insert does nothing, and its caller refreshes the winner's review instead.
 """
 
 from __future__ import annotations
@@ -28,17 +30,27 @@ from regiongate.accounts.model import (
     Key,
     Org,
     Payment,
+    Review,
     State,
     TransitionError,
+    new_id,
 )
-from regiongate.accounts.store.base import StoreUnavailable, check_id
-from regiongate.accounts.store.schema import audit, events, keys, orgs, payments
+from regiongate.accounts.store.base import (
+    StoreUnavailable,
+    check_close,
+    check_id,
+    check_review_status,
+    explanation_json,
+    finite,
+)
+from regiongate.accounts.store.schema import audit, events, keys, orgs, payments, reviews
 
 __all__ = ["SQLStore"]
 
 T = TypeVar("T")
 _CHANGE_ACTIONS = ("state", "key.add", "key.revoke")
 _MIGRATIONS = Path(__file__).with_name("migrations")
+_DETAIL_MAX = 400  # rg_events.detail is VARCHAR(400): PostgreSQL refuses a longer one
 
 
 def _engine_url(url: str) -> str:
@@ -260,14 +272,16 @@ class SQLStore:
         if self.dialect == "postgresql":
             return self._run(lambda c: _copy_events(c, batch))
 
+        rows = _bounded(batch)
+
         def go(conn: Connection) -> int:
             # executemany of one prepared statement: ~10x faster than a compiled multi-VALUES.
             before = conn.exec_driver_sql("SELECT total_changes()").scalar_one()
             conn.exec_driver_sql(
                 "INSERT OR IGNORE INTO rg_events "
-                "(id, org, key_id, at, territory, flags, action, rule, strike) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                batch,  # an Event is the row, fields in column order
+                "(id, org, key_id, at, territory, flags, action, rule, strike, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,  # an Event is the row, fields in column order
             )
             return int(conn.exec_driver_sql("SELECT total_changes()").scalar_one() - before)
 
@@ -400,11 +414,124 @@ class SQLStore:
             self._run(lambda c: c.execute(sa.select(sa.func.max(audit.c.seq))).scalar()) or 0
         )
 
+    # --- the review queue (circumvention) ------------------------------------------------------
+
+    def open_review(
+        self, org: str, score: float, explanation: dict[str, Any], *, actor: str, at: float
+    ) -> tuple[Review, bool]:
+        check_id(org, "organisation id")
+        score = finite(score, "review score")
+        when = finite(at, "review time")
+        text = explanation_json(explanation)
+
+        def go(conn: Connection) -> tuple[Review, bool]:
+            self._ensure_org(conn, org, actor)
+            # Refresh the open review, or insert one; the partial unique index on open
+            # reviews turns a racing second insert into a no-op, and the loop then finds
+            # (and refreshes) the winner's. One closed meanwhile: the loop opens a new one.
+            for _ in range(20):
+                row = conn.execute(
+                    sa.select(reviews.c.id).where(reviews.c.org == org, reviews.c.status == "open")
+                ).first()
+                if row is not None:
+                    refreshed = conn.execute(
+                        reviews.update()
+                        .where(reviews.c.id == row.id, reviews.c.status == "open")
+                        .values(score=score, explanation=text, updated=when)
+                    ).rowcount
+                    if refreshed:
+                        return self._existing_review(conn, row.id), False
+                    continue
+                review_id = new_id("rv_")
+                values = {
+                    "id": review_id,
+                    "org": org,
+                    "opened_at": when,
+                    "score": score,
+                    "explanation": text,
+                    "status": "open",
+                    "updated": when,
+                    "note": "",
+                }
+                if self._insert_ignore(conn, reviews, values):
+                    self._audit(
+                        conn,
+                        org=org,
+                        actor=actor,
+                        action="review.open",
+                        evidence=[review_id],
+                        detail={"score": score},
+                        at=when,
+                    )
+                    return self._existing_review(conn, review_id), True
+            raise StoreUnavailable(f"{org}: its review kept changing under us; try again")
+
+        return self._run(go)
+
+    def _existing_review(self, conn: Connection, review_id: str) -> Review:
+        row = conn.execute(sa.select(reviews).where(reviews.c.id == review_id)).first()
+        if row is None:  # written in this very transaction: cannot happen
+            raise RuntimeError(f"review {review_id!r} vanished")
+        return _review_from(row._mapping)
+
+    def get_review(self, review_id: str) -> Review | None:
+        def go(conn: Connection) -> Review | None:
+            row = conn.execute(sa.select(reviews).where(reviews.c.id == review_id)).first()
+            return _review_from(row._mapping) if row is not None else None
+
+        return self._run(go)
+
+    def list_reviews(
+        self, *, status: str | None = "open", org: str | None = None, limit: int = 100
+    ) -> list[Review]:
+        check_review_status(status)
+        if limit <= 0:
+            return []
+        query = (
+            sa.select(reviews)
+            .order_by(reviews.c.opened_at.desc(), reviews.c.id.desc())
+            .limit(limit)
+        )
+        if status is not None:
+            query = query.where(reviews.c.status == status)
+        if org is not None:
+            query = query.where(reviews.c.org == org)
+        return self._run(lambda c: [_review_from(r._mapping) for r in c.execute(query)])
+
+    def close_review(
+        self, review_id: str, decision: str, *, actor: str, note: str = "", at: float
+    ) -> Review | None:
+        check_id(review_id, "review id")
+        check_close(decision, actor, note)
+        when = finite(at, "review time")
+
+        def go(conn: Connection) -> Review | None:
+            closed = conn.execute(
+                reviews.update()
+                .where(reviews.c.id == review_id, reviews.c.status == "open")
+                .values(status=decision, closed_at=when, closed_by=actor, note=note, updated=when)
+            ).rowcount
+            if not closed:
+                return None
+            review = self._existing_review(conn, review_id)
+            self._audit(
+                conn,
+                org=review.org,
+                actor=actor,
+                action="review.close",
+                evidence=[review_id],
+                detail={"decision": decision, "note": note, "score": review.score},
+                at=when,
+            )
+            return review
+
+        return self._run(go)
+
     def truncate_for_tests(self) -> None:
         """Empty every table (the behaviour suite's fixture; never called by the product)."""
 
         def go(conn: Connection) -> None:
-            for table in (audit, payments, events, keys, orgs):
+            for table in (audit, reviews, payments, events, keys, orgs):
                 conn.execute(table.delete())
 
         self._run(go)
@@ -428,7 +555,7 @@ def _copy_events(conn: Connection, batch: Sequence[Event]) -> int:
     import psycopg
 
     data = _copy_data(batch)
-    columns = "(id, org, key_id, at, territory, flags, action, rule, strike)"
+    columns = "(id, org, key_id, at, territory, flags, action, rule, strike, detail)"
     with raw.cursor() as cur:
         cur.execute("SAVEPOINT rg_copy")
         try:
@@ -468,11 +595,20 @@ def _copy_data(batch: Sequence[Event]) -> str:
                     _copy_text(e.action),
                     _copy_text(e.rule),
                     "t" if e.strike else "f",
+                    _copy_text(e.detail[:_DETAIL_MAX]),
                 )
             )
         )
         write("\n")
     return buf.getvalue()
+
+
+def _bounded(batch: Sequence[Event]) -> Sequence[Event]:
+    """``batch`` with any ``detail`` cut to what its column holds (SQLite would keep it whole,
+    PostgreSQL would refuse it: both now store the same). Usually ``batch`` itself."""
+    if all(len(e.detail) <= _DETAIL_MAX for e in batch):
+        return batch
+    return [e._replace(detail=e.detail[:_DETAIL_MAX]) for e in batch]
 
 
 def _copy_text(value: str) -> str:
@@ -506,4 +642,22 @@ def _audit_from(m: Any) -> AuditEntry:
         to_state=m["to_state"],
         evidence=tuple(json.loads(m["evidence"] or "[]")),
         detail=json.loads(m["detail"] or "{}"),
+    )
+
+
+# --- reviews -------------------------------------------------------------------------------------
+
+
+def _review_from(m: Any) -> Review:
+    return Review(
+        id=m["id"],
+        org=m["org"],
+        opened_at=float(m["opened_at"]),
+        score=float(m["score"]),
+        explanation=json.loads(m["explanation"] or "{}"),
+        status=m["status"],
+        updated=float(m["updated"]),
+        closed_at=None if m["closed_at"] is None else float(m["closed_at"]),
+        closed_by=m["closed_by"],
+        note=m["note"] or "",
     )
