@@ -446,6 +446,13 @@ class ClientResolver:
         """The configuration this resolver was compiled from."""
         return self._config
 
+    @property
+    def forwarded_only(self) -> bytes | None:
+        """The one header :meth:`resolve` reads, when its answer is a function of the peer
+        and that header's value alone (``X-Forwarded-For`` without CDN rules); else ``None``.
+        Callers may then remember answers by ``(peer, value)``."""
+        return self._header if self._xff and not self._cdn else None
+
     def is_trusted(self, address: str | None) -> bool:
         """Whether ``address`` (a peer, or a forwarding entry) is a trusted proxy."""
         if address is None:

@@ -251,3 +251,96 @@ def test_account_exemption_via_header(tiny_snapshot_path: Path, tmp_path: Path) 
 
     assert run(go("org-qa")) == 200
     assert run(go("org-other")) == 403
+
+
+def test_forwarded_verdicts_are_remembered_exactly(tiny_snapshot_path: Path) -> None:
+    """Behind a trusted proxy a (peer, X-Forwarded-For) pair is remembered from its second
+    request on; every answer stays the one a fresh resolution gives."""
+    from regiongate.clientip import ClientIPConfig, ClientResolver
+    from regiongate.enforce.gate import Gate, GateState
+    from regiongate.policy import load_policy
+
+    def gate(**config: Any) -> Gate:
+        return Gate(
+            GateState(
+                snapshot=Snapshot(tiny_snapshot_path),
+                policy=load_policy("api-2024"),
+                resolver=ClientResolver(ClientIPConfig(**config)),
+                snapshot_stamp=None,
+                policy_stamp=None,
+                loaded_at=0.0,
+            )
+        )
+
+    g = gate(trusted_proxies=("127.0.0.1/32", "10.0.0.0/8"))
+    fresh = gate(trusted_proxies=("127.0.0.1/32", "10.0.0.0/8"))
+    cases = [
+        [(b"x-forwarded-for", b"3.0.0.1")],
+        [(b"x-forwarded-for", b"4.0.0.1")],
+        [(b"x-forwarded-for", b"4.0.0.1, 10.0.0.7")],  # a trusted hop: still CN
+        [(b"x-forwarded-for", b"9.9.9.9, 3.0.0.1")],  # forged left-most: US
+        [(b"x-forwarded-for", b"3.0.0.1"), (b"x-forwarded-for", b"4.0.0.1")],  # two lines
+        [(b"x-forwarded-for", b"not an address")],
+        [],
+    ]
+    for _ in range(3):
+        for headers in cases:
+            got = g.check("127.0.0.1", headers)
+            want = fresh.check("127.0.0.1", headers)
+            assert (got.client.ip, got.decision.action, got.decision.territory) == (
+                want.client.ip,
+                want.decision.action,
+                want.decision.territory,
+            ), headers
+    assert len(g._forwarded) == 5  # not the two-line case nor the one without a header
+    # a repeat is answered from the memo: the very same verdict object
+    once = g.check("127.0.0.1", cases[1])
+    assert g.check("127.0.0.1", cases[1]) is once and once.decision.action.value == "block"
+    # another trusted peer with the same header value is its own key
+    assert g.check("10.1.2.3", cases[1]).client.ip == "4.0.0.1"
+    # an untrusted peer's header is never read, memo or not
+    for _ in range(3):
+        assert g.check("3.0.0.9", cases[1]).client.ip == "3.0.0.9"
+    # a new state (a reload) is not answered from the old memo
+    g.state = GateState(
+        snapshot=g.state.snapshot,
+        policy=load_policy("sanctions-comprehensive"),
+        resolver=g.state.resolver,
+        snapshot_stamp=None,
+        policy_stamp=None,
+        loaded_at=1.0,
+    )
+    assert g.check("127.0.0.1", cases[1]).decision.policy.startswith("sanctions")
+
+
+def test_new_clients_are_not_remembered_on_their_first_request(tiny_snapshot_path: Path) -> None:
+    from regiongate.clientip import ClientIPConfig, ClientResolver
+    from regiongate.enforce.gate import Gate, GateState
+    from regiongate.policy import load_policy
+
+    g = Gate(
+        GateState(
+            snapshot=Snapshot(tiny_snapshot_path),
+            policy=load_policy("api-2024"),
+            resolver=ClientResolver(ClientIPConfig(trusted_proxies=("127.0.0.1/32",))),
+            snapshot_stamp=None,
+            policy_stamp=None,
+            loaded_at=0.0,
+        )
+    )
+    for i in range(200):
+        g.check(f"5.0.{i}.1", [])
+        g.check("127.0.0.1", [(b"x-forwarded-for", f"5.1.{i}.1".encode())])
+    assert not g._direct and not g._forwarded
+    g.check("5.0.7.1", [])
+    g.check("127.0.0.1", [(b"x-forwarded-for", b"5.1.7.1")])
+    assert list(g._direct) == ["5.0.7.1"] and list(g._forwarded) == [("127.0.0.1", b"5.1.7.1")]
+
+
+def test_cdn_rules_turn_the_forwarded_memo_off() -> None:
+    from regiongate.clientip import CdnRule, ClientIPConfig, ClientResolver
+
+    assert ClientResolver(ClientIPConfig()).forwarded_only == b"x-forwarded-for"
+    assert ClientResolver(ClientIPConfig(header="forwarded")).forwarded_only is None
+    cdn = (CdnRule(header="cf-connecting-ip", networks=("173.245.48.0/20",)),)
+    assert ClientResolver(ClientIPConfig(cdn=cdn)).forwarded_only is None

@@ -106,14 +106,23 @@ class GatewayApp:
             return
         client = scope.get("client")
         verdict = self.gate.check(client[0] if client else None, scope["headers"])
-        headers = verdict.headers()
         if verdict.decision.action is Action.BLOCK:
-            response = self.gate.state.policy.response
-            await send_json(send, 403, response.body(), headers)
+            # The policy's response, serialised once per policy (not per request).
+            status, start, body = self.gated._blocked(self.gate.state.policy.response)
+            await send(
+                {"type": "http.response.start", "status": status,
+                 "headers": [*start, *verdict.extra_headers]}
+            )  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
             return
-        envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
-        status = 200 if envoy else 204
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if path == self.decision_path:
+            status = 204
+        else:
+            envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
+            status = 200 if envoy else 204
+        await send(
+            {"type": "http.response.start", "status": status, "headers": verdict.extra_headers}
+        )
         await send({"type": "http.response.body", "body": b""})
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:

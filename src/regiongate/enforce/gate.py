@@ -40,6 +40,7 @@ DECISION_HEADER: Final = b"x-regiongate-decision"
 _OWN_HEADERS: Final = frozenset({TERRITORY_HEADER, DECISION_HEADER})
 # Decision latency buckets (seconds) for /metrics.
 _DIRECT_MEMO: Final = 1 << 16
+_FORWARDED_KEY_MAX: Final = 256  # longer X-Forwarded-For values are resolved every time
 LATENCY_BUCKETS: Final = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 1e-3, 1e-2)
 
 
@@ -181,6 +182,14 @@ class Gate:
         self._reload_lock = threading.Lock()
         self._invalid: dict[str, Origin] = {}
         self._direct: dict[str | None, tuple[GateState, float, Verdict]] = {}
+        # (trusted peer, its X-Forwarded-For value) → verdict: the same value from the same
+        # proxy resolves to the same client (behind nginx, most requests repeat a client).
+        self._forwarded: dict[tuple[str, bytes], tuple[GateState, float, Verdict]] = {}
+        # Hashes of the memo keys seen once: a verdict is remembered on its key's second
+        # request only. A stream of new clients then adds nothing to the memos, whose churn
+        # (tracked objects living just long enough to reach the oldest GC generation) would
+        # cost more in full collections than the memos save (measured: 13 → 20 µs a request).
+        self._seen_once: set[int] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Callable[[], float] = time.time) -> Gate:
@@ -231,6 +240,28 @@ class Gate:
                 counts[key] = counts.get(key, 0) + 1
                 stats.latency_counts[0] += 1
                 return verdict
+        forwarded_key: tuple[str, bytes] | None = None
+        if account is None and peer is not None:
+            want = state.resolver.forwarded_only
+            if want is not None:
+                raw: bytes | None = None
+                for name, line in headers:
+                    if name == want:
+                        if raw is not None:  # several lines: not remembered
+                            raw = None
+                            break
+                        raw = line
+                if raw is not None and len(raw) <= _FORWARDED_KEY_MAX:
+                    forwarded_key = (peer, raw)
+                    entry = self._forwarded.get(forwarded_key)
+                    if entry is not None and entry[0] is state and now < entry[1]:
+                        verdict = entry[2]
+                        stats = self.stats
+                        counts = stats.by_decision
+                        key = id(verdict.decision)
+                        counts[key] = counts.get(key, 0) + 1
+                        stats.latency_counts[0] += 1
+                        return verdict
         t0 = perf_counter()
         client = state.resolver.resolve(peer, headers)
         value = client.value
@@ -253,12 +284,34 @@ class Gate:
             # headers naming someone else.
             and not state.resolver.is_trusted(peer)
         ):
-            direct = self._direct
-            if len(direct) >= _DIRECT_MEMO:
-                direct.clear()
-            direct[peer] = (state, policy.engine.valid_until(now), verdict)
+            if self._second_sighting(hash(peer)):
+                direct = self._direct
+                if len(direct) >= _DIRECT_MEMO:
+                    direct.clear()
+                direct[peer] = (state, policy.engine.valid_until(now), verdict)
+        elif (
+            forwarded_key is not None
+            and client.source != "peer"
+            and self._second_sighting(hash(forwarded_key))
+        ):
+            # Resolved through the trusted peer's header: exact for this (peer, value).
+            remembered = self._forwarded
+            if len(remembered) >= _DIRECT_MEMO:
+                remembered.clear()
+            remembered[forwarded_key] = (state, policy.engine.valid_until(now), verdict)
         self.stats.count(decision, perf_counter() - t0)
         return verdict
+
+    def _second_sighting(self, key: int) -> bool:
+        """Whether a memo key (its hash) was seen before; remembers it if not."""
+        seen = self._seen_once
+        if key in seen:
+            seen.discard(key)
+            return True
+        if len(seen) >= _DIRECT_MEMO:
+            seen.clear()
+        seen.add(key)
+        return False
 
     def _invalid_origin(self, reason: str) -> Origin:
         origin = self._invalid.get(reason)
