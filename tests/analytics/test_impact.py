@@ -297,3 +297,58 @@ def test_synthetic_log_vectorised_equals_reference(
                        if t != "unknown" and not policy.is_supported(t))  # fmt: skip
         expected += org["bad_address"]
         assert orgs[org["org"]]["affected_requests"] == expected, org["org"]
+
+
+@pytest.mark.parametrize("hop_limit", [1, 2, 16])
+def test_forwarding_chains_walked_in_numpy_equal_the_resolver(
+    tmp_path: Path, snap: Snapshot, hop_limit: int
+) -> None:
+    """Chains of one to four entries, trusted and untrusted, IPv4, IPv6 and junk, under tight
+    and loose hop limits: the vectorised walk answers exactly what the resolver does."""
+    import random
+
+    rng = random.Random(hop_limit)
+    trusted = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    clients = ["3.0.0.1", "4.0.0.1", "2.0.1.1", "5.0.0.9", "3.0.0.130", "[2001:db8::1]:443",
+               "2001:4000::1", "junk", "", "1.2.3.", "01.2.3.4", " 4.0.0.3 "]  # fmt: skip
+    lines = []
+    for i in range(600):
+        chain = [rng.choice(clients + trusted) for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.5:
+            chain[-1] = rng.choice(trusted)  # through a trusted hop, the common case
+        lines.append((f"2024-07-1{i % 3}T10:00:{i % 60:02d}Z", rng.choice([*trusted, "3.0.0.7"]),
+                      ", ".join(chain), f"org-{i % 7}"))  # fmt: skip
+    path = tmp_path / "chains.jsonl"
+    write_jsonl(path, lines, malformed=0)
+    config = ClientIPConfig(trusted_proxies=("10.0.0.0/29",), hop_limit=hop_limit)
+    policy = load_policy("api-2024")
+    fast = replay([str(path)], policy=policy, snapshot=snap, client_ip=config, batch_size=64)
+    slow = replay_reference([str(path)], policy=policy, snapshot=snap, client_ip=config)
+    same(fast.to_dict(), slow.to_dict())
+
+
+def test_parse_v4_is_canonical_and_exact() -> None:
+    import ipaddress
+
+    import numpy as np
+    import pyarrow as pa
+
+    from regiongate.analytics.impact import parse_v4
+
+    good = ["0.0.0.0", "1.2.3.4", "255.255.255.255", "10.0.0.1", "100.20.3.40"]
+    bad = ["1.2.3.", ".1.2.3", "1..2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.04", "256.1.1.1",
+           "1.2.3.4 ", " 1.2.3.4", "1.2.3", "a.b.c.d", "1.2.3.-4", "+1.2.3.4", "",
+           "1234.1.1.1", "1.2.3.4\n", "999.999.999.999"]  # fmt: skip
+    values = good + bad + [None]
+    # Long enough to be parsed in slices, with the cases at the edges of slices.
+    many = (values * 9000)[: 1 << 18]
+    for arr in (pa.array(values), pa.array(many), pa.array(many).slice(7, 150_001)):
+        got, ok = parse_v4(arr)
+        for i, text in enumerate(arr.to_pylist()):
+            if i % 997 and len(arr) > 100:
+                continue  # a sample of the long ones
+            canonical = text in good
+            assert bool(ok[i]) == canonical, text
+            if canonical:
+                assert int(got[i]) == int(ipaddress.IPv4Address(text))
+        assert np.asarray(ok).dtype == np.bool_
