@@ -443,3 +443,55 @@ def test_rule_without_thresholds_only_tracks(tmp_path: Path) -> None:
         rule.on_batch([ev(at=ENFORCE, flags="tor", territory="RU") for _ in range(100)], policy)
         assert store.list_reviews(status=None) == []
         assert rule.tracker.signals("org-a", ENFORCE) is not None
+
+
+def test_openai_sdk_user_field_through_the_proxy(tmp_path: Path, tiny_snapshot_path: Path) -> None:
+    """The official SDK's ``user`` parameter, through the real gateway and its proxy to a real
+    upstream, becomes a hashed end user on the event (the body still reaches the upstream)."""
+    import openai
+
+    from regiongate.accounts.service import Accounts
+    from regiongate.config import AccountsSettings
+    from regiongate.enforce.app import GatewayApp
+    from regiongate.enforce.gate import Gate
+    from regiongate.enforce.server import uvicorn_config
+    from tests.enforce.servers import free_port, gateway_settings, serve_app
+    from tests.enforce.upstreams import Control, controlled_upstream
+
+    for store in open_store("sqlite", tmp_path):
+        with serve_app(controlled_upstream(Control())) as upstream:
+            port = free_port()
+            settings = gateway_settings(tiny_snapshot_path, port, f"http://127.0.0.1:{upstream}")
+            gate = Gate.from_settings(settings)
+            accounts = Accounts(
+                store,
+                AccountsSettings(spool_dir=str(tmp_path / "spool"), end_user_body=True),
+                lambda gate=gate: gate.state.policy,  # type: ignore[misc]
+                secret=b"s" * 32,
+            )
+            store.upsert_org("org-sdk", actor="test")
+            store.add_key(Key(accounts.hasher.key_id("sk-sdk"), "org-sdk"), actor="test")
+            app = GatewayApp(settings, gate, accounts=accounts)
+            config = uvicorn_config(app, settings, log_level="warning")
+            with serve_app(app, port, uvicorn_config=config):
+                client = openai.OpenAI(
+                    base_url=f"http://127.0.0.1:{port}/v1",
+                    api_key="sk-sdk",
+                    max_retries=0,
+                    default_headers={"X-Forwarded-For": US, "Accept-Language": "de-DE"},
+                )
+                with client:
+                    reply = client.chat.completions.create(
+                        model="demo-1",
+                        messages=[{"role": "user", "content": "hi"}],
+                        user="customer-42",
+                    )
+                assert reply.choices[0].message.content
+                assert accounts.sink.flush(20)
+            rows = store._run(  # type: ignore[attr-defined]
+                lambda c: c.exec_driver_sql("SELECT org, detail FROM rg_events").fetchall()
+            )
+            assert len(rows) == 1 and rows[0][0] == "org-sdk"
+            detail = dict(p.split("=", 1) for p in rows[0][1].split(";"))
+            assert detail["user"] == accounts.hints.user_id("customer-42")  # type: ignore[union-attr]
+            assert detail["lang"] == "DE" and "customer-42" not in rows[0][1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
+import hashlib
 import importlib.util
 import json
 import re
@@ -18,8 +19,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from regiongate.accounts.signals import language_country, timezone_country
 from regiongate.analytics.synth import (
     FIELDS,
+    HINT_FIELDS,
     NGINX_LOG_FORMAT,
     UNKNOWN_LABEL,
     UNSUPPORTED,
@@ -422,3 +425,204 @@ def test_real_snapshot_addresses_locate(tmp_path: Path) -> None:
             if o.kind == "reseller" and o.lines:
                 assert o.flags.get("hosting") == o.lines
                 assert o.true_unsupported_share > 0.5
+
+
+# --- the default output, request hints and saas --------------------------------------------------
+
+# sha256 of the default output (lines=20_000, orgs=40, all else default) on the tiny snapshot,
+# and of its truth's organisations, recorded before saas and request hints existed: neither
+# may change a byte of the default output. (A numpy release that changed the Generator's
+# streams would trip this too: regenerate only for such a reason, and say so.)
+GOLDEN_LOG = {
+    "jsonl": "3cecc798cceb7343d58d8eb1b26435fdc1de95bf3427e4ed307c6b2272ff5a81",
+    "csv": "13cf2134c25ecaea900ea9262f26fce037b8110be6255fd43baf71cfc71cd537",
+    "nginx": "040fafa5ee8fa3dc814f0df4a77b789642166ab6bbbf174056e4a890017cd888",
+}
+GOLDEN_ORGS = "8234f28f5b13ddad4308a7814857cd905145e0ad12a7fd4a9e979ed923ba7efe"
+FIVE = ["ordinary", "unsupported", "vpn", "reseller", "traveller"]
+ALL_KINDS = {"ordinary": 0.4, "unsupported": 0.1, "vpn": 0.1, "reseller": 0.1,
+             "traveller": 0.1, "saas": 0.2}  # fmt: skip
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def test_default_output_is_unchanged(tiny: Snapshot, tmp_path: Path) -> None:
+    for fmt, digest in GOLDEN_LOG.items():
+        out = tmp_path / f"golden.{fmt}"
+        truth = synthesize(out, snapshot=tiny, fmt=fmt, lines=20_000, orgs=40)
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == digest, fmt
+        data = truth.to_dict()
+        assert _digest(data["orgs"]) == GOLDEN_ORGS
+        assert list(data["params"]["mix"]) == FIVE and "hints" not in data["params"]
+        assert not any("payment_country" in o for o in data["orgs"])
+
+
+def _hinted(path: Path) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = []
+    for line in iter_lines(path):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def test_hints_add_fields_and_change_nothing_else(tiny: Snapshot, tmp_path: Path) -> None:
+    mix = {k: v for k, v in ALL_KINDS.items() if k != "saas"}
+    plain = _synth(tiny, tmp_path / "plain.jsonl", mix=mix)
+    hinted = _synth(tiny, tmp_path / "hinted.jsonl", mix=mix, hints=True)
+    a = list(iter_lines(tmp_path / "plain.jsonl"))
+    b = list(iter_lines(tmp_path / "hinted.jsonl"))
+    assert len(a) == len(b)
+    counts: dict[str, Counter[str]] = {}
+    for line_a, line_b in zip(a, b, strict=True):
+        try:
+            rec = json.loads(line_b)
+        except ValueError:
+            assert line_a == line_b  # a malformed line is the same line
+            continue
+        if "user" not in rec:
+            assert line_a == line_b  # a bad-address line carries no hints
+            continue
+        assert list(rec) == [*FIELDS, *HINT_FIELDS]
+        assert {k: v for k, v in rec.items() if k not in HINT_FIELDS} == json.loads(line_a)
+        for name in HINT_FIELDS:
+            assert rec[name] is None or (isinstance(rec[name], str) and rec[name])
+            if rec[name] is not None:
+                counts.setdefault(rec["org"], Counter())[name] += 1
+    # The truth: the same, plus what the hints add; it reads back.
+    assert hinted.params["hints"] is True and "hints" not in plain.params
+    for p, h in zip(plain.orgs, hinted.orgs, strict=True):
+        assert p.to_dict() == {
+            k: v
+            for k, v in h.to_dict().items()
+            if k not in ("payment_country", "end_users", "hint_lines")
+        }
+        assert h.payment_country and h.end_users is not None
+        assert h.hint_lines == {n: counts.get(h.org, Counter())[n] for n in HINT_FIELDS}
+    assert Truth.load(truth_path(tmp_path / "hinted.jsonl")) == hinted
+
+
+def test_hints_in_csv(tiny: Snapshot, tmp_path: Path) -> None:
+    out = tmp_path / "hinted.csv"
+    truth = _synth(tiny, out, fmt="csv", hints=True, lines=5000, mix=ALL_KINDS)
+    rows = list(csv.reader(iter_lines(out)))
+    assert rows[0] == [*FIELDS, *HINT_FIELDS]
+    full = [r for r in rows[1:] if len(r) == len(FIELDS) + len(HINT_FIELDS)]
+    assert len(full) > 0.99 * truth.valid_lines
+    languages = Counter(r[-2] for r in full if r[-2])
+    assert any("," in lang for lang in languages)  # quoted: "en-US,en;q=0.9"
+    assert all(r[-1] == "" or "/" in r[-1] or r[-1] == "UTC" for r in full)
+
+
+def test_hints_are_realistic_per_kind(tiny: Snapshot, tmp_path: Path) -> None:
+    out = tmp_path / "kinds.jsonl"
+    truth = _synth(tiny, out, lines=60_000, orgs=60, mix=ALL_KINDS, hints=True)
+    kinds = Counter(o.kind for o in truth.orgs)
+    assert set(kinds) == set(ALL_KINDS)
+    users: dict[str, set[str]] = {}
+    langs: dict[str, Counter[str | None]] = {}
+    zones: dict[str, Counter[str | None]] = {}
+    lines = with_zone = 0
+    for rec in _hinted(out):
+        if rec is None or "user" not in rec:
+            continue
+        lines += 1
+        org = rec["org"]
+        if rec["user"] is not None:
+            users.setdefault(org, set()).add(rec["user"])
+        if rec["accept_language"] is not None:
+            langs.setdefault(org, Counter())[language_country(rec["accept_language"])] += 1
+        if rec["timezone"] is not None:
+            with_zone += 1
+            zones.setdefault(org, Counter())[timezone_country(rec["timezone"])] += 1
+    assert 0.2 < with_zone / lines < 0.4  # most requests carry no time zone
+    bad = set(UNSUPPORTED) | {"RU"}
+    for o in truth.orgs:
+        country = o.home.split("-")[0]
+        said = langs.get(o.org, Counter())
+        n = sum(said.values())
+        assert o.end_users is not None and len(users.get(o.org, ())) <= o.end_users
+        if o.kind in ("ordinary", "traveller", "saas"):
+            # People in supported countries: never an unsupported language.
+            assert not bad & set(said), (o.org, said)
+            assert o.payment_country == country
+        if o.kind in ("ordinary", "traveller", "unsupported", "vpn"):
+            assert o.end_users <= 40  # an organisation's own few people
+            if n >= 30:  # their home's languages wherever their addresses are
+                home = said[country] + (said["RU"] if o.home.startswith("UA-") else 0)
+                assert home + said[None] + said["US"] >= 0.9 * n, (o.org, said)
+                assert home >= 0.5 * n, (o.org, said)
+        if o.kind == "vpn" and o.lines > 200 and n >= 30:
+            assert o.expected_unsupported_share < 0.5  # the address moved, the language not
+        if o.kind == "unsupported":
+            assert o.payment_country == country
+        if o.kind == "vpn":
+            assert o.payment_country == country or o.payment_country not in UNSUPPORTED
+        if o.kind in ("reseller", "saas"):
+            assert o.end_users == 0 or o.end_users >= 100
+            if o.end_users and o.lines > 2000:
+                assert len(users[o.org]) > 50  # many end users behind one range
+        if o.kind == "reseller" and n >= 100:
+            away = sum(c for t, c in said.items() if t in bad)
+            assert away >= 0.25 * n, (o.org, said)  # the end users' own languages
+            assert o.true_unsupported_share > 0.5
+        if o.kind == "saas":
+            assert o.true_unsupported_share == 0.0
+            assert len(o.territories) == 1 and o.anonymizer_lines == o.lines
+
+
+def test_saas_has_no_share_by_default(tiny: Snapshot, tmp_path: Path) -> None:
+    truth = _synth(tiny, tmp_path / "d.jsonl", lines=1000)
+    assert "saas" not in {o.kind for o in truth.orgs}
+    truth = _synth(tiny, tmp_path / "s.jsonl", lines=1000, mix={"ordinary": 1, "saas": 1})
+    assert Counter(o.kind for o in truth.orgs) == {"ordinary": 15, "saas": 15}
+    assert list(truth.params["mix"]) == [*FIVE, "saas"]
+
+
+def test_hints_need_jsonl_or_csv(tiny: Snapshot, tmp_path: Path, tiny_snapshot_path: Path) -> None:
+    with pytest.raises(RegiongateError, match="nginx format has no fields for request hints"):
+        _synth(tiny, tmp_path / "x.log", fmt="nginx", hints=True)
+    runner = CliRunner()
+    out = tmp_path / "y.log"
+    args = ["synth", str(out), "--format", "nginx", "--hints"]
+    result = runner.invoke(logs_app, [*args, "--snapshot", str(tiny_snapshot_path)])
+    assert result.exit_code == 2 and "--hints" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_mix_and_hints(tiny_snapshot_path: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "mixed.jsonl"
+    args = ["synth", str(out), "--lines", "2000", "--orgs", "10", "--hints", "--snapshot",
+            str(tiny_snapshot_path)]  # fmt: skip
+    result = runner.invoke(logs_app, [*args, "--mix", "ordinary=1,saas=1"])
+    assert result.exit_code == 0, result.output
+    assert "saas" in result.output
+    truth = Truth.load(truth_path(out))
+    assert {o.kind for o in truth.orgs} == {"ordinary", "saas"} and truth.params["hints"]
+    result = runner.invoke(logs_app, [*args, "--mix", "ordinary=1", "--mix", "vpn=1"])
+    assert {o.kind for o in Truth.load(truth_path(out)).orgs} == {"ordinary", "vpn"}
+    for bad in ("pirates=1", "saas", "saas=lots", "saas=-1"):
+        result = runner.invoke(logs_app, [*args, "--mix", bad])
+        assert result.exit_code == 2 and "--mix" in result.output, bad
+
+
+def test_damaged_truth_is_a_clear_error(tiny: Snapshot, tmp_path: Path) -> None:
+    out = tmp_path / "t.jsonl"
+    _synth(tiny, out, lines=500)
+    path = truth_path(out)
+    data = json.loads(path.read_text())
+    del data["orgs"][0]["kind"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(RegiongateError, match="damaged"):
+        Truth.load(path)
+    del data["lines"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(RegiongateError, match=r"damaged .*lines"):
+        Truth.load(path)
+    path.write_text('{"format": "regiongate-synth-truth/1", ')
+    with pytest.raises(RegiongateError, match="cannot read the truth"):
+        Truth.load(path)

@@ -19,6 +19,12 @@ Zipf-like across organisations):
   address: the truth keeps where the end users are.
 - ``traveller``: an ordinary organisation with a small share of requests from one
   unsupported territory.
+- ``saas``: an honest service in a supported country whose backend runs in one hosting range
+  of a cloud region in a supported country (its own country's 70% of the time when the
+  snapshot has hosting ranges there) and serves many end users in supported countries, most
+  at home: traffic shaped like a reseller's, the hard negative for reseller detection. Busy:
+  at least 2-50% of the busiest organisation's volume (a reseller has 40-120%). Its default
+  share is 0 (``mix`` names it), so the default output is what it was before it existed.
 
 Every client address is drawn from the snapshot: per organisation a few *sites* (a block of
 up to 4096 addresses inside one snapshot range of the right territory or flag), then
@@ -55,6 +61,32 @@ trusted proxy, so it is ignored and ``remote_addr`` is the client.
 
 Times increase (exponential gaps: a Poisson stream) from ``start`` over ``days``.
 
+**Request hints** (``hints=True``, CLI ``--hints``; jsonl and csv only — the nginx format
+has nowhere to put them, so nginx with hints is refused) add three fields after the others
+(jsonl: trailing keys; csv: trailing columns, empty for none):
+
+- ``user``: the end-user id the API customer passes in the request body (``u_<hex>_<n>``),
+  or null. Organisations of their own (ordinary, traveller, unsupported, vpn): half pass
+  none, the others 1 to 40 users. Resellers fan out 200 to 5000 end users (a quarter pass
+  none), saas 100 to 3000 (30% none), split over the end users' territories.
+- ``accept_language``: an ``Accept-Language`` value, or null (10-70% of an organisation's
+  lines carry one; 30-90% of a reseller's or saas's). The language of the people behind the
+  line: an organisation's own people speak their home's languages wherever their address is
+  (a vpn's exits, a traveller's trip), a reseller's or saas's end users their own
+  territory's (``zh-CN``, ``ru-RU``, ``fa-IR``, ``ru-UA`` for the occupied regions, ...),
+  with some English UIs and region-less tags (``es-419``, ``ar``) everywhere.
+- ``timezone``: an IANA zone name of the same people (15-50% of lines; a few ``UTC``), or
+  null. 15% of resellers rebuild every request and send neither header.
+
+A user keeps one language and zone. Malformed lines carry no hints (they are the same lines
+as without hints). Hints come from a generator of their own, seeded from ``seed``: the
+lines of a log with hints are the lines without hints plus the hint fields (saas aside,
+which changes the organisations). With hints the truth gives each organisation a
+``payment_country`` (its card and billing country: its home; a vpn organisation's half the
+time, else a supported country's; a reseller company's mostly a supported country — its
+cloud region's or another — and 15% of the time HK, CN or RU), ``end_users`` (the distinct
+ids it passes) and ``hint_lines`` (valid lines with each hint).
+
 **Malformed lines** (``malformed_share``, default 0.1%) replace ordinary lines:
 
 - ``truncated``: cut short with no peer address left to read (jsonl: anywhere before the
@@ -81,7 +113,8 @@ level 3). Compression runs on a writer thread, overlapping with generation.
       "seed": 7,
       "params": {"lines", "orgs", "seed", "start", "days", "format", "compress", "mix",
                  "proxies", "proxy_share", "malformed_share", "ipv6_share", "snapshot":
-                 {"path", "created", "body_sha256"}},
+                 {"path", "created", "body_sha256"}, "hints": true},  # hints: when on
+                 # mix: the default kinds' shares, and saas's when the mix names it
       "unsupported": ["CN", "HK", ...],       # what "unsupported" means in the shares below
       "lines": 1000000,                       # log lines, malformed included, header not
       "header_lines": 0,                      # 1 for csv
@@ -104,9 +137,15 @@ level 3). Compression runs on a writer thread, overlapping with generation.
          "proxied_lines": 370, "ipv6_lines": 12,
          "expected_unsupported_share": 0.19,  # territories share in "unsupported"
          "true_unsupported_share": 1.0,       # user_territories share in "unsupported"
-         "travel": null}                      # a traveller's unsupported territory
+         "travel": null,                      # a traveller's unsupported territory
+         "payment_country": "RU",             # with hints only: these three
+         "end_users": 12,
+         "hint_lines": {"user": 1100, "accept_language": 600, "timezone": 350}}
       ]
     }
+
+``home`` is where the organisation is: a reseller's is its cloud range's territory, a
+saas's the company's country (its cloud range shows in ``territories``).
 
 A territory *label* is the address's consensus subdivision when it is one of UA-43, UA-40,
 UA-14 or UA-09, else its consensus country, else ``"unknown"``: every address of a line
@@ -147,6 +186,7 @@ __all__ = [
     "DEFAULT_MIX",
     "DEFAULT_START",
     "FIELDS",
+    "HINT_FIELDS",
     "KINDS",
     "NGINX_LOG_FORMAT",
     "TRACKED_SUBDIVISIONS",
@@ -197,7 +237,8 @@ NGINX_LOG_FORMAT: Final = (
     '$body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for" '
     "$org $key_id';"
 )
-KINDS: Final = ("ordinary", "unsupported", "vpn", "reseller", "traveller")
+KINDS: Final = ("ordinary", "unsupported", "vpn", "reseller", "traveller", "saas")
+# saas has no share by default: the default output stays what it was before saas existed.
 DEFAULT_MIX: Final[Mapping[str, float]] = {
     "ordinary": 0.70,
     "unsupported": 0.10,
@@ -205,6 +246,8 @@ DEFAULT_MIX: Final[Mapping[str, float]] = {
     "reseller": 0.02,
     "traveller": 0.10,
 }
+# The request hints ``hints=True`` adds to every line, after FIELDS.
+HINT_FIELDS: Final = ("user", "accept_language", "timezone")
 DEFAULT_START: Final = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
 TRACKED_SUBDIVISIONS: Final = ("UA-43", "UA-40", "UA-14", "UA-09")
 UNSUPPORTED: Final = ("CN", "HK", "RU", "IR", "BY", "VE", "KP", "CU", "SY", *TRACKED_SUBDIVISIONS)
@@ -359,10 +402,14 @@ class OrgTruth:
     expected_unsupported_share: float
     true_unsupported_share: float
     travel: str | None = None
+    # With hints only (None without):
+    payment_country: str | None = None
+    end_users: int | None = None
+    hint_lines: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, keys in the documented order."""
-        return {
+        """A JSON-ready dict, keys in the documented order (the hint keys with hints only)."""
+        data: dict[str, Any] = {
             "org": self.org,
             "kind": self.kind,
             "home": self.home,
@@ -383,6 +430,11 @@ class OrgTruth:
             "true_unsupported_share": self.true_unsupported_share,
             "travel": self.travel,
         }
+        if self.payment_country is not None:
+            data["payment_country"] = self.payment_country
+            data["end_users"] = self.end_users
+            data["hint_lines"] = dict(self.hint_lines or {})
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OrgTruth:
@@ -458,6 +510,14 @@ class Truth:
             raise RegiongateError(f"{path}: cannot read the truth ({exc})") from exc
         if not isinstance(data, dict) or data.get("format") != TRUTH_FORMAT:
             raise RegiongateError(f"{path}: not a {TRUTH_FORMAT} file")
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise RegiongateError(f"{path}: a damaged {TRUTH_FORMAT} file ({what})") from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> Truth:
         return cls(
             seed=data["seed"],
             params=data["params"],
@@ -778,9 +838,10 @@ def _allocate(orgs: int, mix: Mapping[str, float]) -> dict[str, int]:
     raw = {k: orgs * mix[k] / total for k in KINDS}
     counts = {k: math.floor(v) for k, v in raw.items()}
     left = orgs - sum(counts.values())
-    for k in sorted(KINDS, key=lambda k: (-(raw[k] - counts[k]), KINDS.index(k)))[:left]:
-        counts[k] += 1
     wanted = [k for k in KINDS if mix[k] > 0]
+    # Only kinds with a share get a leftover: a zero share stays zero (saas by default).
+    for k in sorted(wanted, key=lambda k: (-(raw[k] - counts[k]), KINDS.index(k)))[:left]:
+        counts[k] += 1
     if orgs >= len(wanted):
         for k in wanted:
             if counts[k] == 0:
@@ -867,6 +928,61 @@ def _plan_reseller(planner: _Planner, org: _Org, fallbacks: list[str]) -> None:
     p = np.array([_CLOUD_HOMES[r] for r in regions], dtype=np.float64)
     region = regions[int(rng.choice(len(regions), p=p / p.sum()))]
     org.home_requested = region
+    cloud = _cloud_site(planner, org, region, fallbacks)
+    org.home = planner.labels[cloud.label]
+    # End users: mostly in unsupported territories, the rest in supported countries.
+    far = [str(u) for u in rng.choice(list(_UNSUPPORTED_HOMES), size=int(rng.integers(4, 9)),
+                                      replace=False)]  # fmt: skip
+    near = [str(u) for u in rng.choice(list(_SUPPORTED_HOMES), size=3, replace=False)]
+    far_total = float(rng.uniform(0.6, 0.9))
+    for users, total in ((far, far_total), (near, 1.0 - far_total)):
+        _fan_out(planner, org, cloud, users, total)
+
+
+def _plan_saas(planner: _Planner, org: _Org, fallbacks: list[str]) -> None:
+    """An honest service in a supported country: its backend in one hosting range of one
+    cloud region in a supported country (at home 70% of the time when the snapshot has
+    hosting ranges there), its end users in supported countries, most at home."""
+    rng = planner.rng
+    home = _home(planner, org, _SUPPORTED_HOMES, "supported", fallbacks)
+    hosted = planner.v4.anonymizer(Flag.HOSTING, home) is not None
+    if hosted and rng.random() < 0.7:
+        region = home
+    else:
+        regions = list(_CLOUD_HOMES)
+        p = np.array([_CLOUD_HOMES[r] for r in regions], dtype=np.float64)
+        region = regions[int(rng.choice(len(regions), p=p / p.sum()))]
+    cloud = _cloud_site(planner, org, region, fallbacks)
+    others = [c for c in _SUPPORTED_HOMES if c != home]
+    k = int(rng.integers(2, 6))
+    abroad = [str(u) for u in rng.choice(others, size=k, replace=False)]
+    at_home = float(rng.uniform(0.5, 0.9))
+    _fan_out(planner, org, cloud, [home], at_home)
+    _fan_out(planner, org, cloud, abroad, 1.0 - at_home)
+
+
+def _fan_out(
+    planner: _Planner, org: _Org, cloud: _Site, users: Sequence[str], total: float
+) -> None:
+    """Sites on ``cloud``'s addresses whose people are in ``users``, sharing ``total``."""
+    shares = planner.rng.dirichlet(np.ones(len(users))) if len(users) > 1 else np.ones(1)
+    for user, share in zip(users, shares.tolist(), strict=True):
+        org.sites.append(
+            _Site(
+                version=4,
+                base=cloud.base,
+                span=cloud.span,
+                weight=total * share,
+                label=cloud.label,
+                user=planner.label(user),
+                flags=cloud.flags,
+            )
+        )
+
+
+def _cloud_site(planner: _Planner, org: _Org, region: str, fallbacks: list[str]) -> _Site:
+    """A block of a hosting range in ``region`` (else another hosting or anonymizer range,
+    noted as a fallback)."""
     pool: _Pool | None = None
     for flag, located in (
         (Flag.HOSTING, region),
@@ -891,27 +1007,7 @@ def _plan_reseller(planner: _Planner, org: _Org, fallbacks: list[str]) -> None:
         if pool is None:
             raise RegiongateError("the snapshot has no usable IPv4 ranges")
         _note(org, fallbacks, f"no anonymizer ranges in the snapshot: used {fallback}")
-    cloud = planner.sites(planner.v4, pool, 1, 1.0, span_bits=(8, 12))[0]
-    org.home = planner.labels[cloud.label]
-    # End users: mostly in unsupported territories, the rest in supported countries.
-    far = [str(u) for u in rng.choice(list(_UNSUPPORTED_HOMES), size=int(rng.integers(4, 9)),
-                                      replace=False)]  # fmt: skip
-    near = [str(u) for u in rng.choice(list(_SUPPORTED_HOMES), size=3, replace=False)]
-    far_total = float(rng.uniform(0.6, 0.9))
-    for users, total in ((far, far_total), (near, 1.0 - far_total)):
-        shares = rng.dirichlet(np.ones(len(users)))
-        for user, share in zip(users, shares.tolist(), strict=True):
-            org.sites.append(
-                _Site(
-                    version=4,
-                    base=cloud.base,
-                    span=cloud.span,
-                    weight=total * share,
-                    label=cloud.label,
-                    user=planner.label(user),
-                    flags=cloud.flags,
-                )
-            )
+    return planner.sites(planner.v4, pool, 1, 1.0, span_bits=(8, 12))[0]
 
 
 def _plan_orgs(planner: _Planner, counts: Mapping[str, int], fallbacks: list[str]) -> list[_Org]:
@@ -922,6 +1018,7 @@ def _plan_orgs(planner: _Planner, counts: Mapping[str, int], fallbacks: list[str
         "unsupported": _plan_unsupported,
         "vpn": _plan_unsupported,
         "reseller": _plan_reseller,
+        "saas": _plan_saas,
     }
     result: list[_Org] = []
     for kind in KINDS:
@@ -942,8 +1039,340 @@ def _plan_orgs(planner: _Planner, counts: Mapping[str, int], fallbacks: list[str
     weights = 1.0 / ranks.astype(np.float64) ** 1.1
     top = float(weights.max()) if len(weights) else 1.0
     for org, w in zip(result, weights.tolist(), strict=True):
-        org.weight = top * float(rng.uniform(0.4, 1.2)) if org.kind == "reseller" else w
+        if org.kind == "reseller":
+            org.weight = top * float(rng.uniform(0.4, 1.2))
+        elif org.kind == "saas":  # a busy service, sometimes as busy as a reseller
+            org.weight = max(w, top * float(rng.uniform(0.02, 0.5)))
+        else:
+            org.weight = w
     return result
+
+
+# --- request hints -------------------------------------------------------------------------------
+
+# Accept-Language values people in a territory send, with weights. Where a language has no
+# region (``es-419``, ``ar``, ``en``) the value says nothing about the territory; some people
+# everywhere use an English UI.
+_EN: Final = (("en-US,en;q=0.9", 0.06), ("en", 0.02))
+_LANGUAGES: Final[Mapping[str, tuple[tuple[str, float], ...]]] = {
+    "US": (("en-US,en;q=0.9", 0.82), ("en-US", 0.08), ("es-US,es;q=0.9,en;q=0.8", 0.07),
+           ("en", 0.03)),
+    "IN": (("en-IN,en;q=0.9,hi;q=0.8", 0.55), ("hi-IN,hi;q=0.9,en;q=0.8", 0.25),
+           ("en-US,en;q=0.9", 0.15), ("en-GB,en;q=0.9", 0.05)),
+    "DE": (("de-DE,de;q=0.9,en;q=0.8", 0.8), ("de", 0.08), *_EN),
+    "GB": (("en-GB,en;q=0.9", 0.85), ("en-GB", 0.07), *_EN),
+    "JP": (("ja-JP,ja;q=0.9", 0.6), ("ja", 0.3), *_EN),
+    "FR": (("fr-FR,fr;q=0.9,en;q=0.8", 0.8), ("fr", 0.12), *_EN),
+    "BR": (("pt-BR,pt;q=0.9,en;q=0.8", 0.9), *_EN),
+    "CA": (("en-CA,en;q=0.9", 0.6), ("fr-CA,fr;q=0.9,en;q=0.8", 0.25), *_EN),
+    "KR": (("ko-KR,ko;q=0.9,en;q=0.8", 0.7), ("ko", 0.2), *_EN),
+    "AU": (("en-AU,en;q=0.9", 0.85), *_EN),
+    "NL": (("nl-NL,nl;q=0.9,en;q=0.8", 0.75), ("en-GB,en;q=0.9", 0.1), *_EN),
+    "ES": (("es-ES,es;q=0.9", 0.85), ("ca-ES,ca;q=0.9,es;q=0.8", 0.05), *_EN),
+    "IT": (("it-IT,it;q=0.9,en;q=0.8", 0.85), ("it", 0.07), *_EN),
+    "SG": (("en-SG,en;q=0.9", 0.5), ("zh-SG,zh;q=0.9,en;q=0.8", 0.2), ("en-GB,en;q=0.9", 0.1),
+           *_EN),
+    "MX": (("es-MX,es;q=0.9", 0.75), ("es-419,es;q=0.9", 0.15), *_EN),
+    "PL": (("pl-PL,pl;q=0.9,en;q=0.8", 0.85), ("pl", 0.07), *_EN),
+    "SE": (("sv-SE,sv;q=0.9,en;q=0.8", 0.8), ("en-GB,en;q=0.9", 0.1), *_EN),
+    "CH": (("de-CH,de;q=0.9,en;q=0.8", 0.55), ("fr-CH,fr;q=0.9", 0.25), ("it-CH,it;q=0.9", 0.05),
+           *_EN),
+    "ID": (("id-ID,id;q=0.9,en;q=0.8", 0.8), ("id", 0.1), *_EN),
+    "TR": (("tr-TR,tr;q=0.9,en;q=0.8", 0.85), ("tr", 0.07), *_EN),
+    "IL": (("he-IL,he;q=0.9,en;q=0.8", 0.7), ("en-IL,en;q=0.9", 0.2), *_EN),
+    "AE": (("en-AE,en;q=0.9", 0.5), ("ar-AE,ar;q=0.9,en;q=0.8", 0.4), *_EN),
+    "ZA": (("en-ZA,en;q=0.9", 0.85), ("af-ZA,af;q=0.9", 0.05), *_EN),
+    "NG": (("en-NG,en;q=0.9", 0.85), ("en-GB,en;q=0.9", 0.07), *_EN),
+    "AR": (("es-AR,es;q=0.9", 0.75), ("es-419,es;q=0.9", 0.15), *_EN),
+    "VN": (("vi-VN,vi;q=0.9,en;q=0.8", 0.8), ("vi", 0.1), *_EN),
+    "PH": (("en-PH,en;q=0.9", 0.6), ("fil-PH,fil;q=0.9,en;q=0.8", 0.3), *_EN),
+    "IE": (("en-IE,en;q=0.9", 0.8), ("en-GB,en;q=0.9", 0.12), *_EN),
+    "KE": (("en-KE,en;q=0.9,sw;q=0.8", 0.7), ("sw-KE,sw;q=0.9,en;q=0.8", 0.2), *_EN),
+    "EG": (("ar-EG,ar;q=0.9,en;q=0.8", 0.75), ("ar", 0.1), *_EN),
+    "CN": (("zh-CN,zh;q=0.9", 0.72), ("zh-CN", 0.1), ("zh", 0.05),
+           ("en-US,en;q=0.9,zh-CN;q=0.8", 0.1), ("en", 0.03)),
+    "HK": (("zh-HK,zh;q=0.9,en;q=0.8", 0.5), ("en-HK,en;q=0.9", 0.2), ("zh-TW,zh;q=0.9", 0.1),
+           ("en-US,en;q=0.9", 0.15), ("zh-CN,zh;q=0.9", 0.05)),
+    "RU": (("ru-RU,ru;q=0.9,en-US;q=0.8,en;q=0.7", 0.8), ("ru", 0.1), *_EN),
+    "IR": (("fa-IR,fa;q=0.9,en-US;q=0.8", 0.6), ("fa", 0.2), ("en-US,en;q=0.9", 0.2)),
+    "BY": (("ru-BY,ru;q=0.9", 0.45), ("be-BY,be;q=0.9,ru;q=0.8", 0.15), ("ru-RU,ru;q=0.9", 0.25),
+           *_EN),
+    "VE": (("es-VE,es;q=0.9", 0.6), ("es-419,es;q=0.9", 0.3), *_EN),
+    "CU": (("es-CU,es;q=0.9", 0.5), ("es-419,es;q=0.9", 0.3), ("es", 0.15), ("en", 0.05)),
+    "SY": (("ar-SY,ar;q=0.9", 0.6), ("ar", 0.3), *_EN),
+    "KP": (("ko-KP,ko;q=0.9", 0.7), ("ko", 0.3)),
+    # The occupied regions: Russian and Ukrainian, with Ukraine or Russia as the region.
+    "UA-43": (("ru-UA,ru;q=0.9", 0.35), ("ru-RU,ru;q=0.9", 0.4), ("uk-UA,uk;q=0.9", 0.15),
+              ("ru", 0.1)),
+    "UA-40": (("ru-UA,ru;q=0.9", 0.3), ("ru-RU,ru;q=0.9", 0.5), ("uk-UA,uk;q=0.9", 0.1),
+              ("ru", 0.1)),
+    "UA-14": (("ru-UA,ru;q=0.9", 0.45), ("ru-RU,ru;q=0.9", 0.3), ("uk-UA,uk;q=0.9", 0.2),
+              ("ru", 0.05)),
+    "UA-09": (("ru-UA,ru;q=0.9", 0.45), ("ru-RU,ru;q=0.9", 0.3), ("uk-UA,uk;q=0.9", 0.2),
+              ("ru", 0.05)),
+}  # fmt: skip
+_LANGUAGE_ELSEWHERE: Final = (("en-US,en;q=0.9", 0.6), ("en", 0.4))
+# IANA zones people in a territory send (a server sends UTC).
+_UTC: Final = (("UTC", 0.03),)
+_ZONES: Final[Mapping[str, tuple[tuple[str, float], ...]]] = {
+    "US": (("America/New_York", 0.45), ("America/Chicago", 0.22), ("America/Denver", 0.06),
+           ("America/Los_Angeles", 0.24), *_UTC),
+    "IN": (("Asia/Kolkata", 0.97), *_UTC),
+    "DE": (("Europe/Berlin", 0.97), *_UTC),
+    "GB": (("Europe/London", 0.97), *_UTC),
+    "JP": (("Asia/Tokyo", 0.97), *_UTC),
+    "FR": (("Europe/Paris", 0.97), *_UTC),
+    "BR": (("America/Sao_Paulo", 0.97), *_UTC),
+    "CA": (("America/Toronto", 0.6), ("America/Vancouver", 0.37), *_UTC),
+    "KR": (("Asia/Seoul", 0.97), *_UTC),
+    "AU": (("Australia/Sydney", 0.6), ("Australia/Melbourne", 0.37), *_UTC),
+    "NL": (("Europe/Amsterdam", 0.97), *_UTC),
+    "ES": (("Europe/Madrid", 0.97), *_UTC),
+    "IT": (("Europe/Rome", 0.97), *_UTC),
+    "SG": (("Asia/Singapore", 0.97), *_UTC),
+    "MX": (("America/Mexico_City", 0.97), *_UTC),
+    "PL": (("Europe/Warsaw", 0.97), *_UTC),
+    "SE": (("Europe/Stockholm", 0.97), *_UTC),
+    "CH": (("Europe/Zurich", 0.97), *_UTC),
+    "ID": (("Asia/Jakarta", 0.97), *_UTC),
+    "TR": (("Europe/Istanbul", 0.97), *_UTC),
+    "IL": (("Asia/Jerusalem", 0.97), *_UTC),
+    "AE": (("Asia/Dubai", 0.97), *_UTC),
+    "ZA": (("Africa/Johannesburg", 0.97), *_UTC),
+    "NG": (("Africa/Lagos", 0.97), *_UTC),
+    "AR": (("America/Argentina/Buenos_Aires", 0.97), *_UTC),
+    "VN": (("Asia/Ho_Chi_Minh", 0.97), *_UTC),
+    "PH": (("Asia/Manila", 0.97), *_UTC),
+    "IE": (("Europe/Dublin", 0.97), *_UTC),
+    "KE": (("Africa/Nairobi", 0.97), *_UTC),
+    "EG": (("Africa/Cairo", 0.97), *_UTC),
+    "CN": (("Asia/Shanghai", 0.93), ("Asia/Urumqi", 0.04), *_UTC),
+    "HK": (("Asia/Hong_Kong", 0.97), *_UTC),
+    "RU": (("Europe/Moscow", 0.7), ("Asia/Yekaterinburg", 0.08), ("Asia/Novosibirsk", 0.08),
+           ("Europe/Samara", 0.06), ("Asia/Vladivostok", 0.05), *_UTC),
+    "IR": (("Asia/Tehran", 0.97), *_UTC),
+    "BY": (("Europe/Minsk", 0.97), *_UTC),
+    "VE": (("America/Caracas", 0.97), *_UTC),
+    "CU": (("America/Havana", 0.97), *_UTC),
+    "SY": (("Asia/Damascus", 0.97), *_UTC),
+    "KP": (("Asia/Pyongyang", 0.97), *_UTC),
+    # Crimea's zone names Ukraine; Moscow time is what the occupied east keeps.
+    "UA-43": (("Europe/Simferopol", 0.8), ("Europe/Moscow", 0.17), *_UTC),
+    "UA-40": (("Europe/Simferopol", 0.8), ("Europe/Moscow", 0.17), *_UTC),
+    "UA-14": (("Europe/Moscow", 0.6), ("Europe/Kyiv", 0.37), *_UTC),
+    "UA-09": (("Europe/Moscow", 0.6), ("Europe/Kyiv", 0.37), *_UTC),
+}  # fmt: skip
+_ZONE_ELSEWHERE: Final = (("UTC", 1.0),)
+# Where a reseller company says it is when it pays from an unsupported place.
+_OFFSHORE_PAYMENTS: Final = {"HK": 5, "CN": 3, "RU": 2}
+_GOLDEN: Final = (math.sqrt(5) - 1) / 2  # a user's fixed language and zone: frac(user × this)
+_HINT_STREAM: Final = 0x68696E7473  # "hints": the hint generator's stream, beside the seed
+
+
+@dataclass(slots=True)
+class _Hints:
+    """What ``hints=True`` adds to each line, as tables a chunk samples from with its own
+    generator (the main one's stream, and so the default output, stays as it is)."""
+
+    rng: np.random.Generator
+    p_user: _F64  # per org: share of lines that pass an end user
+    p_lang: _F64  # per org: share of lines with Accept-Language
+    p_tz: _F64  # per org: share of lines with a time zone
+    site_speaker: _I64  # per site: whose language and zone (index into speakers)
+    site_user_lo: _I64  # per site: the first of its end users (global index)
+    site_user_n: _I64  # per site: how many (0: none)
+    user_text: _Obj  # per end user: the formatted field
+    lang_cum: _F64  # per speaker s: cumulated weights in [s, s + 1)
+    lang_lo: _I64
+    lang_hi: _I64
+    lang_text: _Obj
+    tz_cum: _F64
+    tz_lo: _I64
+    tz_hi: _I64
+    tz_text: _Obj
+    no_user: str
+    no_lang: str
+    no_tz: str
+    end: str
+    payment: list[str]  # per org
+    end_users: list[int]  # per org: distinct end-user ids it passes
+    lines: _I64  # (orgs, 3): valid lines with each hint
+
+
+def _plan_hints(seed: int, plan: Sequence[_Org], planner: _Planner, fmt: LogFormat) -> _Hints:
+    """Every organisation's end users, languages, zones and payment country."""
+    rng = np.random.default_rng([_HINT_STREAM, seed & (2**63 - 1), int(seed < 0)])
+    p_user, p_lang, p_tz = [], [], []
+    speakers: dict[str, int] = {}
+    site_speaker: list[int] = []
+    site_user_lo: list[int] = []
+    site_user_n: list[int] = []
+    user_names: list[str] = []
+    payment: list[str] = []
+    end_users: list[int] = []
+
+    def speaker(label: str) -> int:
+        return speakers.setdefault(label, len(speakers))
+
+    def log_uniform(lo: float, hi: float) -> int:
+        return round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+    for org in plan:
+        fan_out = org.kind in ("reseller", "saas")
+        strips = org.kind == "reseller" and rng.random() < 0.15  # rebuilds every request
+        if org.kind == "reseller":
+            users = 0 if rng.random() < 0.25 else log_uniform(200, 5000)
+            p_user.append(float(rng.uniform(0.7, 1.0)))
+        elif org.kind == "saas":
+            users = 0 if rng.random() < 0.3 else log_uniform(100, 3000)
+            p_user.append(float(rng.uniform(0.5, 1.0)))
+        else:
+            users = 0 if rng.random() < 0.5 else log_uniform(1, 40)
+            p_user.append(float(rng.uniform(0.6, 1.0)))
+        if strips:
+            p_lang.append(0.0)
+            p_tz.append(0.0)
+        elif fan_out:
+            p_lang.append(float(rng.uniform(0.3, 0.9)))
+            p_tz.append(float(rng.uniform(0.15, 0.5)))
+        else:
+            p_lang.append(float(rng.uniform(0.1, 0.7)))
+            p_tz.append(float(rng.uniform(0.15, 0.45)))
+        salt = rng.bytes(3).hex()
+        first = len(user_names)
+        total = sum(s.weight for s in org.sites) or 1.0
+        for site in org.sites:
+            if fan_out:  # the people behind the proxy, each in the site's territory
+                site_speaker.append(speaker(planner.labels[site.user]))
+                n = max(1, round(users * site.weight / total)) if users else 0
+            else:  # the organisation's own people, wherever their addresses are
+                site_speaker.append(speaker(org.home))
+                n = 0
+            site_user_lo.append(len(user_names) if fan_out else first)
+            site_user_n.append(n if fan_out else users)
+            k0 = len(user_names) - first
+            user_names.extend(f"u_{salt}_{k:05d}" for k in range(k0, k0 + n))
+        if not fan_out:
+            user_names.extend(f"u_{salt}_{k:05d}" for k in range(users))
+        end_users.append(len(user_names) - first)
+        payment.append(_payment_country(org, rng))
+
+    def table(
+        choices: Mapping[str, tuple[tuple[str, float], ...]],
+        elsewhere: tuple[tuple[str, float], ...],
+        fragment: Callable[[str], str],
+    ) -> tuple[_F64, _I64, _I64, _Obj]:
+        cum: list[float] = []
+        lo: list[int] = []
+        hi: list[int] = []
+        text: list[str] = []
+        for s, label in enumerate(speakers):
+            values = choices.get(label, elsewhere)
+            total = sum(w for _, w in values)
+            lo.append(len(cum))
+            running = 0.0
+            for value, w in values:
+                running += w / total
+                cum.append(s + min(running, 1.0))
+                text.append(fragment(value))
+            cum[-1] = float(s + 1)
+            hi.append(len(cum) - 1)
+        return (
+            np.array(cum, dtype=np.float64),
+            np.array(lo, dtype=np.int64),
+            np.array(hi, dtype=np.int64),
+            _objects(text),
+        )
+
+    jsonl = fmt is LogFormat.JSONL
+
+    def fragment(key: str) -> Callable[[str], str]:
+        def text(value: str) -> str:
+            return f',"{key}":{json.dumps(value)}' if jsonl else "," + _csv_field(value)
+
+        return text
+
+    user_frag, lang_frag, tz_frag = (fragment(key) for key in HINT_FIELDS)
+    nulls = tuple(f',"{key}":null' if jsonl else "," for key in HINT_FIELDS)
+    end = "}\n" if jsonl else "\n"
+    lang = table(_LANGUAGES, _LANGUAGE_ELSEWHERE, lang_frag)
+    tz = table(_ZONES, _ZONE_ELSEWHERE, tz_frag)
+    return _Hints(
+        rng=rng,
+        p_user=np.array(p_user, dtype=np.float64),
+        p_lang=np.array(p_lang, dtype=np.float64),
+        p_tz=np.array(p_tz, dtype=np.float64),
+        site_speaker=np.array(site_speaker, dtype=np.int64),
+        site_user_lo=np.array(site_user_lo, dtype=np.int64),
+        site_user_n=np.array(site_user_n, dtype=np.int64),
+        user_text=_objects([user_frag(u) for u in user_names] or [nulls[0]]),
+        lang_cum=lang[0],
+        lang_lo=lang[1],
+        lang_hi=lang[2],
+        lang_text=lang[3],
+        tz_cum=tz[0],
+        tz_lo=tz[1],
+        tz_hi=tz[2],
+        tz_text=tz[3],
+        no_user=nulls[0],
+        no_lang=nulls[1],
+        no_tz=nulls[2],
+        end=end,
+        payment=payment,
+        end_users=end_users,
+        lines=np.zeros((len(plan), 3), dtype=np.int64),
+    )
+
+
+def _payment_country(org: _Org, rng: np.random.Generator) -> str:
+    """Where an organisation's payments come from (card and billing country)."""
+
+    def draw(weights: Mapping[str, float]) -> str:
+        names = list(weights)
+        p = np.array([weights[n] for n in names], dtype=np.float64)
+        return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+    home = org.home.split("-", 1)[0] if org.home != UNKNOWN_LABEL else "US"
+    if org.kind == "vpn":  # half pay from home, the rest with a card from a supported country
+        return home if rng.random() < 0.5 else draw(_SUPPORTED_HOMES)
+    if org.kind == "reseller":  # the reseller company: mostly in a supported country
+        roll = rng.random()
+        if roll < 0.15:
+            return draw(_OFFSHORE_PAYMENTS)
+        if roll < 0.55 and home not in UNSUPPORTED:
+            return home  # where its cloud region is
+        return draw(_SUPPORTED_HOMES)
+    return home
+
+
+def _hint_columns(
+    h: _Hints, org: _I64, site: _I64, malformed: _Bool, n: int
+) -> tuple[_Obj, _Bool, _Bool, _Bool]:
+    """The hint column of a chunk's lines (malformed lines: none, so that they stay what
+    they are without hints) and which lines carry a user, a language and a zone."""
+    u = h.rng.random((6, n))
+    users = h.site_user_n[site]
+    has_user = (u[0] < h.p_user[org]) & (users > 0)
+    pick = np.floor(users * u[1] ** 2).astype(np.int64)  # a few busy users, a long tail
+    user = h.site_user_lo[site] + np.minimum(pick, np.maximum(users - 1, 0))
+    # A user keeps one language and zone; a line without a user draws its own.
+    fixed = (user * _GOLDEN) % 1.0
+    speaker = h.site_speaker[site]
+    has_lang = (u[2] < h.p_lang[org]) & ~malformed
+    has_tz = (u[4] < h.p_tz[org]) & ~malformed
+    has_user &= ~malformed
+    lang = _within(h.lang_cum, h.lang_lo, h.lang_hi, speaker, np.where(has_user, fixed, u[3]))
+    tz = _within(h.tz_cum, h.tz_lo, h.tz_hi, speaker,
+                 np.where(has_user, (user * _GOLDEN * _GOLDEN) % 1.0, u[5]))  # fmt: skip
+    column = np.full(n, h.no_user, dtype=object)
+    column[has_user] = h.user_text[user[has_user]]
+    lang_col = np.full(n, h.no_lang, dtype=object)
+    lang_col[has_lang] = h.lang_text[lang[has_lang]]
+    tz_col = np.full(n, h.no_tz, dtype=object)
+    tz_col[has_tz] = h.tz_text[tz[has_tz]]
+    column = column + lang_col + tz_col + h.end
+    column[malformed] = h.end
+    return column, has_user, has_lang, has_tz
 
 
 # --- line formatting -----------------------------------------------------------------------------
@@ -970,11 +1399,14 @@ class _Formatter:
     Per-chunk columns: ``sec`` (the time to the second, from a table of the chunk's distinct
     seconds), ``remote``, ``xff`` (the header with the text around it) and ``bytes``; the rest
     index tables built once: ``frac`` (milliseconds), ``okey`` (org and key), ``ep`` (method
-    and path), ``status``, ``ua``.
+    and path), ``status``, ``ua``. With ``hints`` a last column, ``hint``, carries the hint
+    fields and the line's end (see :func:`_hint_columns`).
     """
 
-    def __init__(self, fmt: LogFormat, orgs: Sequence[_Org]) -> None:
+    def __init__(self, fmt: LogFormat, orgs: Sequence[_Org], hints: bool = False) -> None:
         self.fmt = fmt
+        self.hints = hints
+        tail = "" if hints else ("}\n" if fmt is LogFormat.JSONL else "\n")
         keys = [(o.name, k) for o in orgs for k in o.keys]
         eps = [(m, p) for m, p, *_ in _ENDPOINTS]
         codes = [str(code) for code, _ in _STATUSES]
@@ -989,7 +1421,7 @@ class _Formatter:
             ep = [f'"method":"{m}","path":"{p}","status":' for m, p in eps]
             status = [f'{c},"bytes":' for c in codes]
             frac = [f'{ms}Z","remote_addr":"' for ms in millis]
-            ua = [f',"user_agent":{json.dumps(u)}}}\n' for u in _USER_AGENTS]
+            ua = [f',"user_agent":{json.dumps(u)}{tail}' for u in _USER_AGENTS]
         elif fmt is LogFormat.CSV:
             self.order = ("sec", "frac", "remote", "xff", "okey", "ep", "status", "bytes", "ua")
             self.sec_affix = ("", "")
@@ -999,7 +1431,7 @@ class _Formatter:
             ep = [f"{m},{p}," for m, p in eps]
             status = [f"{c}," for c in codes]
             frac = [f"{ms}Z," for ms in millis]
-            ua = [f",{_csv_field(u)}\n" for u in _USER_AGENTS]
+            ua = [f",{_csv_field(u)}{tail}" for u in _USER_AGENTS]
         else:
             self.order = ("remote", "sec", "ep", "status", "bytes", "ua", "xff", "okey")
             self.sec_affix = (" - - [", ' +0000] "')
@@ -1010,6 +1442,8 @@ class _Formatter:
             status = [f"{c} " for c in codes]
             frac = [""] * 1000
             ua = [f' "-" "{u}" "' for u in _USER_AGENTS]
+        if hints:
+            self.order = (*self.order, "hint")
         self.okey = _objects(okey)
         self.ep = _objects(ep)
         self.status = _objects(status)
@@ -1018,7 +1452,8 @@ class _Formatter:
 
     @property
     def header(self) -> str:
-        return ",".join(FIELDS) + "\n" if self.fmt is LogFormat.CSV else ""
+        names = (*FIELDS, *HINT_FIELDS) if self.hints else FIELDS
+        return ",".join(names) + "\n" if self.fmt is LogFormat.CSV else ""
 
     def xff(self, chains: _Obj, multi: _Bool) -> _Obj:
         """X-Forwarded-For values as the ``xff`` column (``multi``: the value has a comma)."""
@@ -1311,12 +1746,14 @@ def synthesize(
     compress_level: int | None = None,
     chunk_size: int = _CHUNK,
     progress: Callable[[int], None] | None = None,
+    hints: bool = False,
 ) -> Truth:
     """Write ``lines`` synthetic access-log lines to ``out`` and the truth beside it.
 
     ``out`` is written atomically (a temporary file renamed over it), then
     ``<out>.truth.json``. ``progress`` is called with the number of lines written after each
-    chunk. Raises :class:`RegiongateError` for bad parameters.
+    chunk. ``hints`` adds the request hints (jsonl and csv only; see the module docstring).
+    Raises :class:`RegiongateError` for bad parameters.
     """
     try:
         log_format = LogFormat(fmt)
@@ -1330,6 +1767,11 @@ def synthesize(
         raise RegiongateError(
             f"compress: {compress!r}; use one of {', '.join(c.value for c in Compression)}"
         ) from None
+    if hints and log_format is LogFormat.NGINX:
+        raise RegiongateError(
+            "hints: the nginx format has no fields for request hints; "
+            "use --format jsonl or csv with --hints"
+        )
     proxy_list = list(proxies) if proxies is not None else ["10.0.0.1", "10.0.0.2"]
     mix_used = dict(DEFAULT_MIX if mix is None else mix)
     unknown = sorted(set(mix_used) - set(KINDS))
@@ -1337,6 +1779,9 @@ def synthesize(
         raise RegiongateError(f"mix: {mix_used!r}; give non-negative shares of {', '.join(KINDS)}")
     if sum(mix_used.values()) <= 0:
         raise RegiongateError("mix: every share is zero")
+    # The truth lists the default kinds and any other the mix names (saas only when asked
+    # for: the truth of the default output stays as it was).
+    listed = [k for k in KINDS if k in DEFAULT_MIX or k in mix_used]
     mix_used = {k: float(mix_used.get(k, 0.0)) for k in KINDS}
     _check(
         lines,
@@ -1370,7 +1815,8 @@ def synthesize(
     planner = _Planner(snapshot, rng, ipv6_share)
     plan = _plan_orgs(planner, _allocate(orgs, mix_used), fallbacks)
     tables = _tables(plan)
-    formatter = _Formatter(log_format, plan)
+    formatter = _Formatter(log_format, plan, hints)
+    hint_plan = _plan_hints(seed, plan, planner, log_format) if hints else None
     nsites = len(tables.site_span)
     counts = _Counts(
         site=np.zeros(nsites, dtype=np.int64),
@@ -1402,8 +1848,9 @@ def synthesize(
                 while done < lines:
                     n = min(chunk_size, lines - done)
                     text, clock = _chunk(
-                        n, clock, start_ms, gap_ms, rng, tables, formatter, counts, peers, shares
-                    )
+                        n, clock, start_ms, gap_ms, rng, tables, formatter, counts, peers, shares,
+                        hint_plan,
+                    )  # fmt: skip
                     sink.write(text)
                     done += n
                     if progress is not None:
@@ -1429,7 +1876,7 @@ def synthesize(
             "days": days,
             "format": log_format.value,
             "compress": compression.value if compression else None,
-            "mix": mix_used,
+            "mix": {k: mix_used[k] for k in listed},
             "proxies": proxy_list,
             "proxy_share": proxy_share,
             "forged_share": forged_share,
@@ -1442,6 +1889,7 @@ def synthesize(
                 "body_sha256": snapshot.header.get("body_sha256"),
                 "consensus": str(snapshot.consensus),
             },
+            **({"hints": True} if hints else {}),
         },
         lines=lines,
         header_lines=1 if formatter.header else 0,
@@ -1450,6 +1898,7 @@ def synthesize(
         tables=tables,
         counts=counts,
         fallbacks=fallbacks,
+        hints=hint_plan,
     )
     truth.write(truth_path(out))
     return truth
@@ -1473,6 +1922,7 @@ def _chunk(
     counts: _Counts,
     proxies: _Obj,
     shares: _Shares,
+    hints: _Hints | None = None,
 ) -> tuple[bytes, float]:
     """Generate, format and count ``n`` lines; returns their bytes and the new clock."""
     # Times: a Poisson stream, milliseconds since start.
@@ -1543,20 +1993,22 @@ def _chunk(
     for i in np.flatnonzero(bad).tolist():
         remote[i] = _BAD_ADDRESSES[int(rng.integers(0, len(_BAD_ADDRESSES)))]
         xff[i] = f.no_xff
-    m = f.join(
-        {
-            "sec": f.seconds(when // 1000),
-            "frac": f.frac[when % 1000],
-            "remote": remote,
-            "xff": xff,
-            "okey": f.okey[key],
-            "ep": f.ep[endpoint],
-            "status": f.status[status],
-            "bytes": size.astype(np.str_),
-            "ua": f.ua[ua],
-        },
-        n,
-    )
+    columns: dict[str, _Obj | npt.NDArray[Any]] = {
+        "sec": f.seconds(when // 1000),
+        "frac": f.frac[when % 1000],
+        "remote": remote,
+        "xff": xff,
+        "okey": f.okey[key],
+        "ep": f.ep[endpoint],
+        "status": f.status[status],
+        "bytes": size.astype(np.str_),
+        "ua": f.ua[ua],
+    }
+    if hints is not None:  # its own generator: rng's stream is the same with or without
+        columns["hint"], has_user, has_lang, has_tz = _hint_columns(hints, org, site, malformed, n)
+        for j, has in enumerate((has_user, has_lang, has_tz)):
+            hints.lines[:, j] += np.bincount(org[has], minlength=len(hints.lines))
+    m = f.join(columns, n)
     for i in np.flatnonzero(malformed).tolist():
         line = "".join(m[i].tolist())[:-1]
         if mal_kind[i] == 0:
@@ -1599,6 +2051,7 @@ def _truth(
     tables: _Tables,
     counts: _Counts,
     fallbacks: list[str],
+    hints: _Hints | None = None,
 ) -> Truth:
     labels = planner.labels
     unsupported = set(UNSUPPORTED)
@@ -1656,6 +2109,13 @@ def _truth(
                 expected_unsupported_share=share(territories),
                 true_unsupported_share=share(users),
                 travel=org.travel,
+                payment_country=hints.payment[o] if hints is not None else None,
+                end_users=hints.end_users[o] if hints is not None else None,
+                hint_lines=(
+                    dict(zip(HINT_FIELDS, hints.lines[o].tolist(), strict=True))
+                    if hints is not None
+                    else None
+                ),
             )
         )
     return Truth(

@@ -1,4 +1,6 @@
-"""``regiongate logs``: synthetic API access logs with their ground truth (``logs synth``)."""
+"""``regiongate logs``: synthetic API access logs with their ground truth (``logs synth``), and
+how well the circumvention score finds the resellers and VPN users in them (``logs evaluate``).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from regiongate.analytics.detection import DetectionReport
     from regiongate.analytics.synth import Truth
 
 __all__ = ["logs_app"]
 
 logs_app = typer.Typer(
     help="Access logs: synthesize realistic ones, with the ground truth beside them, for "
-    "demos, tests and benchmarks of `regiongate impact`.",
+    "demos, tests and benchmarks of `regiongate impact`; evaluate circumvention detection "
+    "on them.",
     no_args_is_help=True,
 )
 
@@ -37,7 +41,37 @@ class _Compress(StrEnum):
 
 @logs_app.callback()
 def _logs() -> None:
-    """Access logs: synthesize realistic ones with their ground truth."""
+    """Access logs: synthesize realistic ones with their ground truth; evaluate detection."""
+
+
+def _parse_mix(specs: list[str] | None) -> dict[str, float] | None:
+    """``--mix ordinary=0.5,reseller=0.1 --mix saas=0.1`` → shares (kinds not named: 0)."""
+    if not specs:
+        return None
+    from regiongate.analytics.synth import KINDS
+
+    mix: dict[str, float] = {}
+    for spec in specs:
+        for part in spec.split(","):
+            kind, sep, value = part.strip().partition("=")
+            kind = kind.strip()
+            if not sep or kind not in KINDS:
+                raise typer.BadParameter(
+                    f"{part.strip()!r}: give KIND=SHARE with KIND one of {', '.join(KINDS)}",
+                    param_hint="--mix",
+                )
+            try:
+                share = float(value)
+            except ValueError:
+                raise typer.BadParameter(
+                    f"{part.strip()!r}: {value.strip()!r} is not a number", param_hint="--mix"
+                ) from None
+            if not share >= 0 or share == float("inf"):
+                raise typer.BadParameter(
+                    f"{part.strip()!r}: a share is a number >= 0", param_hint="--mix"
+                )
+            mix[kind] = share
+    return mix
 
 
 def _parse_start(value: str | None) -> dt.datetime:
@@ -162,12 +196,30 @@ def synth(
     snapshot: Annotated[
         Path | None, typer.Option(help="Snapshot file (default: the installed one).")
     ] = None,
+    mix: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mix",
+            metavar="KIND=SHARE,...",
+            help="Shares of organisation kinds (ordinary, unsupported, vpn, reseller, traveller, "
+            "saas); kinds not named get none. Default: ordinary=0.7,unsupported=0.1,vpn=0.08,"
+            "reseller=0.02,traveller=0.1.",
+        ),
+    ] = None,
+    hints: Annotated[
+        bool,
+        typer.Option(
+            "--hints",
+            help="Add request hints (end user, Accept-Language, time zone) to every line, and "
+            "payment countries to the truth; jsonl and csv only.",
+        ),
+    ] = False,
 ) -> None:
     """Write a seeded, realistic API access log and its ground truth (OUT.truth.json).
 
-    Organisations of five kinds (ordinary, unsupported, vpn, reseller, traveller) send
-    Zipf-distributed traffic from addresses drawn from the snapshot, about 30% through the
-    trusted proxies, with a small share of malformed lines.
+    Organisations of five kinds (ordinary, unsupported, vpn, reseller, traveller; saas on
+    request with --mix) send Zipf-distributed traffic from addresses drawn from the snapshot,
+    about 30% through the trusted proxies, with a small share of malformed lines.
     """
     from rich.markup import escape
     from rich.progress import (
@@ -185,6 +237,12 @@ def synth(
     from regiongate.intel.snapshot import open_snapshot
 
     when = _parse_start(start)
+    shares = _parse_mix(mix)
+    if hints and fmt is _Format.NGINX:
+        raise typer.BadParameter(
+            "the nginx format has no fields for request hints; use --format jsonl or csv",
+            param_hint="--hints",
+        )
     started = time.perf_counter()
     try:
         with (
@@ -213,6 +271,8 @@ def synth(
                 compress_level=level,
                 proxies=proxy or None,
                 malformed_share=malformed,
+                mix=shares,
+                hints=hints,
                 progress=lambda done: bar.update(task, completed=done),
             )
     except RegiongateError as exc:
@@ -236,3 +296,223 @@ def _by_name(out: Path) -> str | None:
     if name.endswith((".zst", ".zstd")):
         return "zstd"
     return None
+
+
+@logs_app.command("evaluate")
+def evaluate(
+    log: Annotated[
+        Path,
+        typer.Argument(help="A log `logs synth` wrote (jsonl, csv or nginx).", show_default=False),
+    ],
+    truth: Annotated[
+        Path | None, typer.Option(help="Its truth (default: LOG.truth.json).", show_default=False)
+    ] = None,
+    policy: Annotated[str, typer.Option(help="Policy file or preset name.")] = "api-2024",
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="Traffic scored: a duration (6h, 2d) or 'log' for the whole log (default: the "
+            "policy's accounts.circumvention window)."
+        ),
+    ] = None,
+    snapshot: Annotated[
+        Path | None, typer.Option(help="Snapshot file (default: the installed one).")
+    ] = None,
+    top: Annotated[int, typer.Option(min=0, help="Organisations listed (top scores).")] = 15,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """How well the circumvention score finds resellers and VPN users in a synthetic log.
+
+    Replays the log as the gateway would (client address, snapshot, policy, request hints),
+    scores every organisation at the log's end and compares with the truth: precision and
+    recall of reseller and of circumvention (reseller or vpn) detection, false-positive rates
+    on ordinary, saas and traveller organisations, and a threshold sweep (docs/detection.md).
+    """
+    import json
+    import sys
+
+    from rich.markup import escape
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from regiongate.analytics.detection import evaluate as run
+    from regiongate.analytics.synth import Truth, truth_path
+    from regiongate.cli.app import _fail, err
+    from regiongate.errors import RegiongateError
+    from regiongate.intel.snapshot import open_snapshot
+    from regiongate.policy import load_policy
+    from regiongate.policy.document import parse_duration
+
+    truth_file = truth if truth is not None else truth_path(log)
+    try:
+        if not log.is_file():
+            raise RegiongateError(f"{log}: no such log file")
+        if not truth_file.is_file():
+            raise RegiongateError(
+                f"{truth_file}: no truth file (give --truth, or synthesize the log with "
+                "`regiongate logs synth`)"
+            )
+        known = Truth.load(truth_file)
+        seconds: float | None = None
+        if window == "log":
+            seconds = _span(known)
+        elif window is not None:
+            try:
+                seconds = parse_duration(window)
+            except ValueError as exc:
+                raise typer.BadParameter(f"{window!r}: {exc}", param_hint="--window") from None
+        pol = load_policy(policy)
+        with (
+            open_snapshot(snapshot, consensus=pol.consensus) as snap,
+            Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]replaying[/] {task.fields[lines]:,} lines"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as bar,
+        ):
+            task = bar.add_task("replay", total=None, lines=0)
+            seen = [0]
+
+            def advance(n: int) -> None:
+                seen[0] += n
+                bar.update(task, lines=seen[0])
+
+            report = run(log, known, snap, pol, window=seconds, progress=advance)
+    except RegiongateError as exc:
+        raise _fail(exc) from exc
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        return
+    _evaluation(report, top)
+
+
+def _span(truth: Truth) -> float:
+    """The seconds from the truth's first line to its last (at least a minute)."""
+    import datetime as dt
+
+    def at(text: str | None) -> float | None:
+        if not text:
+            return None
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    first, last = at(truth.first_time), at(truth.last_time)
+    if first is None or last is None:
+        return 60.0
+    return max(60.0, last - first + 1.0)
+
+
+_SHORT = {"ordinary": "ord.", "traveller": "trav."}
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def _evaluation(report: DetectionReport, top: int) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from regiongate.analytics.detection import CIRCUMVENTION, NEGATIVE_KINDS, RESELLER
+    from regiongate.cli.app import err
+    from regiongate.cli.app import out as console
+
+    hours = report.window / 3600
+    console.print(
+        f"[bold]{escape(report.log)}[/]: {report.lines:,} lines ({report.malformed:,} "
+        f"malformed), {report.policy}: review at {report.review:g}, suspend at "
+        f"{report.suspend:g}, at least {report.min_requests} requests in a {hours:g} h window",
+        highlight=False,
+    )
+    kinds = Table(title="by kind", title_justify="left")
+    for col in ("kind", "orgs", "scored", "median", "max", "review", "suspend"):
+        kinds.add_column(col, justify="left" if col == "kind" else "right")
+    for row in report.kinds():
+        kinds.add_row(
+            row["kind"],
+            f"{row['orgs']:,}",
+            f"{row['scored']:,}",
+            "—" if row["median_score"] is None else f"{row['median_score']:.1f}",
+            "—" if row["max_score"] is None else f"{row['max_score']:.1f}",
+            f"{row['review']:,} ({_pct(row['review_share'])})",
+            f"{row['suspend']:,} ({_pct(row['suspend_share'])})",
+        )
+    console.print(kinds)
+
+    results = Table(title="detection", title_justify="left")
+    for col in ("", f"at review ({report.review:g})", f"at suspend ({report.suspend:g})"):
+        results.add_column(col, justify="left" if not col else "right")
+    suspend = report.suspend or None
+    for label, positives in (("reseller", RESELLER), ("circumvention", CIRCUMVENTION)):
+        at_review, at_suspend = report.rates(positives), report.rates(positives, suspend)
+        for name in ("precision", "recall"):
+            results.add_row(
+                f"{label} {name}",
+                _pct(getattr(at_review, name)),
+                _pct(getattr(at_suspend, name)) if suspend else "—",
+            )
+    fp_review = report.false_positive_rates()
+    fp_suspend = report.false_positive_rates(suspend)
+    for kind in NEGATIVE_KINDS:
+        results.add_row(
+            f"false positives: {kind}",
+            _pct(fp_review[kind]),
+            _pct(fp_suspend[kind]) if suspend else "—",
+        )
+    console.print(results)
+
+    sweep = Table(
+        title="threshold sweep: precision (P), recall (R) and false positives when flagging at "
+        "a score of at least",
+        title_justify="left",
+    )
+    for col in ("at", "resel. P", "resel. R", "circ. P", "circ. R",
+                *(f"FP {_SHORT.get(k, k)}" for k in NEGATIVE_KINDS)):  # fmt: skip
+        sweep.add_column(col, justify="right")
+    for row in report.sweep():
+        sweep.add_row(
+            str(row["threshold"]),
+            _pct(row["reseller"]["precision"]),
+            _pct(row["reseller"]["recall"]),
+            _pct(row["circumvention"]["precision"]),
+            _pct(row["circumvention"]["recall"]),
+            *(_pct(row["false_positive_rate"][k]) for k in NEGATIVE_KINDS),
+        )
+    console.print(sweep)
+
+    if top:
+        ranked = sorted(report.orgs, key=lambda o: (-o.points, o.org))
+        shown = ranked[:top]
+        missed = [o for o in ranked[top:] if o.kind in CIRCUMVENTION and not o.flagged]
+        orgs = Table(
+            title=f"organisations: the {len(shown)} top scores"
+            + (f" and {len(missed)} missed" if missed else ""),
+            title_justify="left",
+        )
+        for col in ("org", "kind", "requests", "score", "verdict", "top signals"):
+            orgs.add_column(col, justify="right" if col in ("requests", "score") else "left")
+        for o in (*shown, *missed):
+            if o.would_suspend:
+                verdict = "[red]suspend[/]"
+            elif o.flagged:
+                verdict = "[yellow]review[/]"
+            elif not o.scored:
+                verdict = "[dim]too few requests[/]"
+            else:
+                verdict = "—"
+            if o.kind in CIRCUMVENTION and not o.flagged:
+                verdict += " [red](missed)[/]"
+            orgs.add_row(
+                escape(o.org),
+                o.kind,
+                f"{o.requests:,}",
+                f"{o.points:.1f}",
+                verdict,
+                ", ".join(f"{s} {p:.0f}" for s, p in o.top()),
+            )
+        console.print(orgs)
+    for note in report.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)

@@ -113,19 +113,20 @@ SIGNALS: Final = (
 )
 
 # Points each signal adds at full strength. Tuned on `regiongate logs synth` populations
-# (docs/detection.md): anonymizers and language hints weigh most; hosting, end users and
-# country diversity are common in honest traffic too and weigh little on their own.
+# (docs/detection.md): anonymizers and language and time-zone hints weigh most; hosting, end
+# users, payment country and cloud region are what an honest SaaS backend shows too, and
+# together stay under the review threshold (10 + 10 + 12 + 5 < 40).
 DEFAULT_WEIGHTS: Final[Mapping[str, float]] = {
     "tor": 40.0,
     "vpn": 35.0,
     "relay": 10.0,
-    "hosting": 20.0,
+    "hosting": 10.0,
     "unsupported": 25.0,
-    "end_users": 15.0,
+    "end_users": 10.0,
     "countries": 15.0,
-    "language": 30.0,
-    "timezone": 20.0,
-    "payment": 20.0,
+    "language": 40.0,
+    "timezone": 30.0,
+    "payment": 12.0,
     "cloud": 5.0,
 }
 
