@@ -179,7 +179,10 @@ def test_score_explains_itself() -> None:
     points = [c.points for c in result.contributions]
     assert points == sorted(points, reverse=True)
     text = result.explain()
-    assert text.startswith(f"circumvention score {result.score:.1f} over 100 requests = vpn 21.0")
+    assert text.startswith(
+        f"circumvention score {result.score:.1f} over 100 requests (anonymized) = vpn 21.0"
+    )
+    assert result.pattern == "anonymized" and result.to_dict()["pattern"] == "anonymized"
     assert "relay" not in text  # signals that add nothing are left out of the sentence
     data = result.to_dict()
     assert data["explanation"] == text and len(data["signals"]) == len(DEFAULT_WEIGHTS)

@@ -53,7 +53,10 @@ if TYPE_CHECKING:
     from regiongate.intel.model import Origin
 
 __all__ = [
+    "ANONYMIZED",
     "DEFAULT_WEIGHTS",
+    "DIRECT",
+    "FAN_OUT",
     "SIGNALS",
     "Contribution",
     "HintReader",
@@ -62,6 +65,7 @@ __all__ = [
     "Signals",
     "hint_detail",
     "language_country",
+    "pattern_of",
     "score",
     "timezone_country",
 ]
@@ -564,6 +568,8 @@ class Score:
     window: float
     contributions: tuple[Contribution, ...]  # every signal, most points first
     evidence: tuple[str, ...] = ()
+    # What the traffic looks like, whatever the score (see :func:`pattern_of`).
+    pattern: str = "direct"
 
     def explain(self) -> str:
         """One line: the score and the signals that made it, most points first."""
@@ -571,18 +577,50 @@ class Score:
             f"{c.signal} {c.points:.1f} ({c.detail})" for c in self.contributions if c.points > 0
         ]
         body = " + ".join(parts) if parts else "no signal"
-        return f"circumvention score {self.score:.1f} over {self.requests} requests = {body}"
+        return (
+            f"circumvention score {self.score:.1f} over {self.requests} requests "
+            f"({self.pattern}) = {body}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "org": self.org,
             "score": round(self.score, 2),
+            "pattern": self.pattern,
             "requests": self.requests,
             "window": self.window,
             "signals": [c.to_dict() for c in self.contributions],
             "explanation": self.explain(),
             "evidence": list(self.evidence),
         }
+
+
+# Patterns: how an organisation's traffic reaches the API.
+ANONYMIZED: Final = "anonymized"  # mostly through Tor, VPNs, proxies or relays
+FAN_OUT: Final = "fan-out"  # from servers (hosting) relaying for several end users
+DIRECT: Final = "direct"  # from where its people are
+_FAN_OUT_USERS: Final = 10
+
+
+def pattern_of(signals: Signals) -> str:
+    """How ``signals``' traffic reaches the API, for the review queue and the evaluation.
+
+    ``anonymized`` when at least 30% of it comes through Tor, VPN, proxy or relay ranges;
+    ``fan-out`` when most of it comes from hosting ranges on behalf of at least 10 end users
+    (or of users not identified: no ``user`` field or header reached the gateway), as a
+    reseller's proxy does; ``direct`` otherwise. A pattern is not a verdict: honest
+    SaaS backends are ``fan-out`` too, and it is the score that flags.
+    """
+    n = signals.requests
+    if not n:
+        return DIRECT
+    if (signals.tor + signals.vpn + signals.relay) / n >= 0.3:
+        return ANONYMIZED
+    if signals.hosting / n >= 0.5 and (
+        signals.end_users == 0 or signals.end_users >= _FAN_OUT_USERS
+    ):
+        return FAN_OUT
+    return DIRECT
 
 
 def _share(n: int, of: int) -> float:
@@ -674,7 +712,7 @@ def score(
         parts.append(Contribution(name, value, weight, value * weight, detail))
     parts.sort(key=lambda c: (-c.points, SIGNALS.index(c.signal)))
     total = min(100.0, sum(c.points for c in parts))
-    return Score(signals.org, total, n, window, tuple(parts), signals.evidence)
+    return Score(signals.org, total, n, window, tuple(parts), signals.evidence, pattern_of(signals))
 
 
 def _top(counts: Mapping[str, int], k: int = 3) -> str:

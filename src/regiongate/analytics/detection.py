@@ -18,7 +18,8 @@ it: one with ``min_requests`` in the window and a score of at least ``review`` i
 one at ``suspend`` or more *would be suspended*. Against the truth's kinds:
 
 - **reseller detection**: positives are ``reseller`` organisations, predictions the flagged
-  ones; precision and recall;
+  ones whose traffic pattern is ``fan-out`` (from hosting ranges for many end users, not
+  through anonymizers: :func:`~regiongate.accounts.signals.pattern_of`); precision and recall;
 - **circumvention detection**: positives are ``reseller`` and ``vpn``;
 - **false-positive rate** on the honest kinds that look most like them: ``ordinary``,
   ``saas`` and ``traveller`` (flagged / organisations of the kind);
@@ -48,6 +49,8 @@ import msgspec
 
 from regiongate.accounts.model import Event
 from regiongate.accounts.signals import (
+    DIRECT,
+    FAN_OUT,
     HintReader,
     Score,
     Signals,
@@ -117,6 +120,10 @@ class OrgResult:
     def points(self) -> float:
         return self.score.score if self.score is not None else 0.0
 
+    @property
+    def pattern(self) -> str:
+        return self.score.pattern if self.score is not None else DIRECT
+
     def at(self, threshold: float) -> bool:
         """Flagged at ``threshold`` instead of the policy's review threshold."""
         return self.scored and self.points >= threshold
@@ -136,6 +143,7 @@ class OrgResult:
             "scored": self.scored,
             "flagged": self.flagged,
             "would_suspend": self.would_suspend,
+            "pattern": self.pattern,
             "top_signals": [{"signal": s, "points": round(p, 2)} for s, p in self.top()],
             "explanation": self.score.explain() if self.score is not None else None,
         }
@@ -194,11 +202,13 @@ class DetectionReport:
         return [o for o in self.orgs if o.kind != UNKNOWN_KIND]
 
     def rates(self, positives: frozenset[str], threshold: float | None = None) -> Rates:
-        """Detection of ``positives`` (kinds) at ``threshold`` (default: review)."""
+        """Detection of ``positives`` (kinds) at ``threshold`` (default: review). Resellers are
+        predicted by the score and the ``fan-out`` pattern together."""
         t = self.review if threshold is None else threshold
+        want = FAN_OUT if positives == RESELLER else None
         tp = fp = fn = tn = 0
         for o in self.known():
-            hit = o.at(t)
+            hit = o.at(t) and (want is None or o.pattern == want)
             if o.kind in positives:
                 tp += hit
                 fn += not hit

@@ -544,13 +544,14 @@ def accounts_reviews(
         err.print(f"no reviews ({status})", highlight=False)
         return
     table = Table(title_justify="left")
-    for col in ("review", "org", "score", "opened", "status", "top signals"):
+    for col in ("review", "org", "score", "pattern", "opened", "status", "top signals"):
         table.add_column(col, justify="right" if col == "score" else "left")
     for r in found:
         table.add_row(
             escape(r.id),
             escape(r.org),
             f"{r.score:.1f}",
+            escape(str(r.explanation.get("pattern", ""))),
             _when(r.opened_at),
             r.status if r.status == "open" else f"{r.status} by {escape(r.closed_by or '?')}",
             escape(_top_signals(r.explanation)),
@@ -603,9 +604,11 @@ def accounts_review(
             }
         )
         return
+    pattern = review.explanation.get("pattern")
     out.print(
-        f"[bold]{escape(review.id)}[/] {escape(review.org)}: score {review.score:.1f}, "
-        f"{review.status}, opened {_when(review.opened_at)}",
+        f"[bold]{escape(review.id)}[/] {escape(review.org)}: score {review.score:.1f}"
+        f"{f' ({escape(str(pattern))})' if pattern else ''}, {review.status}, "
+        f"opened {_when(review.opened_at)}",
         highlight=False,
     )
     explanation = review.explanation
