@@ -453,6 +453,12 @@ class ClientResolver:
         Callers may then remember answers by ``(peer, value)``."""
         return self._header if self._xff and not self._cdn else None
 
+    def is_known_proxy(self, peer: object) -> bool:
+        """Whether ``peer`` is a trusted proxy this resolver has resolved a request from
+        recently (a dict lookup; ``False`` says nothing: the peer may be one not seen lately).
+        """
+        return peer in self._peer_memo
+
     def is_trusted(self, address: str | None) -> bool:
         """Whether ``address`` (a peer, or a forwarding entry) is a trusted proxy."""
         if address is None:

@@ -344,3 +344,43 @@ def test_cdn_rules_turn_the_forwarded_memo_off() -> None:
     assert ClientResolver(ClientIPConfig(header="forwarded")).forwarded_only is None
     cdn = (CdnRule(header="cf-connecting-ip", networks=("173.245.48.0/20",)),)
     assert ClientResolver(ClientIPConfig(cdn=cdn)).forwarded_only is None
+
+
+def test_every_decision_is_counted_once_memo_hits_and_folds_included(
+    tiny_snapshot_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memoised verdicts count their hits in their memo entry; a full memo folds them into
+    the totals before it is cleared. Whatever path a request takes, /metrics counts it once."""
+    import regiongate.enforce.gate as gate_module
+    from regiongate.clientip import ClientIPConfig, ClientResolver
+    from regiongate.enforce.gate import Gate, GateState
+    from regiongate.policy import load_policy
+
+    monkeypatch.setattr(gate_module, "_DIRECT_MEMO", 16)  # clear (and fold) often
+    g = Gate(
+        GateState(
+            snapshot=Snapshot(tiny_snapshot_path),
+            policy=load_policy("api-2024"),
+            resolver=ClientResolver(ClientIPConfig(trusted_proxies=("127.0.0.1/32",))),
+            snapshot_stamp=None,
+            policy_stamp=None,
+            loaded_at=0.0,
+        )
+    )
+    sent = {"block": 0, "allow": 0}
+    for i in range(400):
+        if i % 3 == 0:  # a direct client from CN, among 12 that repeat
+            verdict = g.check(f"4.0.0.{i % 12 + 1}", [])
+        elif i % 3 == 1:  # through the trusted proxy, from the US, 20 clients
+            verdict = g.check("127.0.0.1", [(b"x-forwarded-for", f"3.0.0.{i % 20 + 1}".encode())])
+        else:  # 40 more US clients: more than the memo holds
+            verdict = g.check(f"3.0.0.{i % 40 + 1}", [])
+        sent[verdict.decision.action.value] += 1
+    totals = g.stats.decisions()
+    counted = {"block": 0, "allow": 0}
+    for (action, _territory, _rule), n in totals.items():
+        counted[action] += n
+    assert counted == sent
+    assert sum(g.stats.latency()) == 400
+    hits = g.stats.latency()[0]  # memo hits are counted under a microsecond
+    assert hits > 50, hits

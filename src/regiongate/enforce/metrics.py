@@ -43,10 +43,11 @@ class GateCollector(Collector):
         yield decisions
         buckets = []
         cumulative = 0
-        for bound, n in zip(LATENCY_BUCKETS, stats.latency_counts, strict=False):
+        latency = stats.latency()
+        for bound, n in zip(LATENCY_BUCKETS, latency, strict=False):
             cumulative += n
             buckets.append((repr(bound), cumulative))
-        cumulative += stats.latency_counts[-1]
+        cumulative += latency[-1]
         buckets.append(("+Inf", cumulative))
         yield HistogramMetricFamily(
             "regiongate_decision_seconds",

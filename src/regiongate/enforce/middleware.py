@@ -230,7 +230,7 @@ class RegionGate:
         """The scope the app sees: our X-Regiongate-* headers (never the client's), and the
         verdict."""
         if _OWN_HEADERS.isdisjoint(map(_name, headers)):  # the usual case, at C speed
-            forwarded = headers + list(verdict.extra_headers)
+            forwarded = [*headers, *verdict.extra_headers]
         else:  # the client sent X-Regiongate-* itself: drop those
             forwarded = [h for h in headers if h[0] not in _OWN_HEADERS]
             forwarded += verdict.extra_headers
