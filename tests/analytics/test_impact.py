@@ -333,7 +333,7 @@ def test_parse_v4_is_canonical_and_exact() -> None:
     import numpy as np
     import pyarrow as pa
 
-    from regiongate.analytics.impact import parse_v4
+    from regiongate.analytics.impact import parse_v4, parse_v4_repeated
 
     good = ["0.0.0.0", "1.2.3.4", "255.255.255.255", "10.0.0.1", "100.20.3.40"]
     bad = ["1.2.3.", ".1.2.3", "1..2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.04", "256.1.1.1",
@@ -352,3 +352,6 @@ def test_parse_v4_is_canonical_and_exact() -> None:
             if canonical:
                 assert int(got[i]) == int(ipaddress.IPv4Address(text))
         assert np.asarray(ok).dtype == np.bool_
+        # parsing each distinct address once gives the same answer, nulls included
+        again, again_ok = parse_v4_repeated(arr)
+        assert (again_ok == ok).all() and (again[ok] == got[ok]).all()
