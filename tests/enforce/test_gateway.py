@@ -17,7 +17,12 @@ import pytest
 
 from regiongate.enforce.app import GatewayApp
 from tests.enforce.servers import free_port, serve_app, serve_gateway
-from tests.enforce.upstreams import Control, controlled_upstream, resetting_server
+from tests.enforce.upstreams import (
+    Control,
+    controlled_upstream,
+    resetting_server,
+    silent_server,
+)
 
 US, CN, CRIMEA = "3.0.0.1", "4.0.0.1", "2.0.3.4"
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -214,6 +219,31 @@ def test_client_disconnect_mid_stream_cancels_upstream(
             data += sock.recv(4096)
     # The upstream generator is cancelled once the gateway notices the client has gone.
     assert control.stream_cancelled.wait(20)
+
+
+@pytest.mark.parametrize("with_body", [False, True])
+def test_client_disconnect_before_the_answer_drops_the_upstream_request(
+    tiny_snapshot_path: Path, with_body: bool
+) -> None:
+    """A client that gives up while the upstream is still thinking (a long completion) makes
+    the gateway drop the upstream connection: the upstream's work is not wasted to the end."""
+    with (
+        silent_server() as (upstream, got_request, closed),
+        serve_gateway(tiny_snapshot_path, f"http://127.0.0.1:{upstream}") as (port, _),
+        socket.create_connection(("127.0.0.1", port)) as sock,
+    ):
+        body = b'{"model": "demo-1"}'
+        head = b"POST" if with_body else b"GET"
+        sock.sendall(
+            head
+            + b" /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: "
+            + US.encode()
+            + (b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body if with_body else b"\r\n\r\n")
+        )
+        assert got_request.wait(10)
+        time.sleep(0.2)  # past the moment the gateway starts watching for the client
+        sock.close()
+        assert closed.wait(10)
 
 
 # --- big uploads, headers -----------------------------------------------------------------------

@@ -107,3 +107,43 @@ def resetting_server() -> Iterator[int]:
         stop.set()
         thread.join(timeout=5)
         sock.close()
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[int, threading.Event, threading.Event]]:
+    """Reads a request and never answers; (port, request read, connection closed by peer)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+    got_request, closed = threading.Event(), threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(0.2)
+            with conn:
+                while not stop.is_set():
+                    try:
+                        data = conn.recv(65536)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        data = b""
+                    if not data:
+                        closed.set()
+                        break
+                    got_request.set()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1]), got_request, closed
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        sock.close()
