@@ -364,6 +364,12 @@ def test_score_over_suspend_threshold_suspends_in_enforcement(world: World) -> N
         _post(world, "sk-a", TOR_AU, b"{}", **{"Accept-Language": "zh-CN"})
     world.settle()
     assert world.state("org-a") is State.SUSPENDED
+    from regiongate.enforce.metrics import registry_for, render
+
+    text = render(registry_for(world.gate, world.accounts)).decode()
+    assert "regiongate_circumvention_suspensions_total 1.0" in text
+    assert "regiongate_circumvention_reviews_opened_total 0.0" in text
+    assert "regiongate_circumvention_tracked_orgs 1.0" in text
     entry = [e for e in world.store.audit(org="org-a") if e.action == "state"][-1]
     assert entry.actor == "rule:circumvention"
     assert entry.reason.startswith("circumvention score") and "tor" in entry.reason

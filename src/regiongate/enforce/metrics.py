@@ -109,6 +109,10 @@ class AccountsCollector(Collector):
              a.unknown_key_requests),
             ("account_transitions", "State changes made by the account rules",
              a.rules.transitions),
+            ("circumvention_reviews_opened", "Reviews opened by the circumvention score",
+             a.rules.circumvention.reviews_opened),
+            ("circumvention_suspensions", "Organisations suspended by the circumvention score",
+             a.rules.circumvention.suspended),
         ):  # fmt: skip
             yield CounterMetricFamily(f"regiongate_{name}", help_text, value=value)
         yield GaugeMetricFamily(
@@ -125,6 +129,11 @@ class AccountsCollector(Collector):
             "regiongate_account_refused_orgs", "Organisations refused now",
             value=len(a.cache.refused),
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "regiongate_circumvention_tracked_orgs",
+            "Organisations with traffic in this gateway's circumvention window",
+            value=len(a.rules.circumvention.tracker),
+        )
 
 
 def registry_for(gate: Gate, accounts: Accounts | None = None) -> CollectorRegistry:
