@@ -544,6 +544,10 @@ def _open_reviews(db: Path) -> dict[str, str]:
 
 def test_reviews_list_show_and_decide(home: Path, db: Path) -> None:
     ids = _open_reviews(db)
+    shown_org = run_json(db, "accounts", "show", "acme")
+    assert [r["id"] for r in shown_org["reviews"]] == [ids["acme"]]
+    text = run(db, "accounts", "show", "acme")
+    assert "circumvention score 82.5" in text.stdout and ids["acme"] in text.stdout
     listed = run_json(db, "accounts", "reviews")
     assert {r["org"] for r in listed} == {"acme", "globex"}
     table = run(db, "accounts", "reviews")

@@ -294,6 +294,7 @@ def accounts_show(
             raise _die(f"no organisation {org!r} (see `regiongate accounts list`)", 1)
         keys = st.list_keys(org)
         payments = st.list_payments(org)
+        reviews = st.list_reviews(org=org, status=None, limit=5)
         recent: deque[AuditEntry] = deque(maxlen=last)
         for page in _audit_pages(st, org=org, since=0):
             recent.extend(page)
@@ -303,6 +304,7 @@ def accounts_show(
                 "org": found.to_dict(),
                 "keys": [k.to_dict() for k in keys],
                 "payments": [p.to_dict() for p in payments],
+                "reviews": [r.to_dict() for r in reviews],
                 "audit": [e.to_dict() for e in recent],
             }
         )
@@ -315,6 +317,15 @@ def accounts_show(
     head.add_row("state", f"{found.state} since {_when(found.state_since)}")
     head.add_row("keys", f"{sum(not k.revoked for k in keys)} live, {len(keys)} in all")
     head.add_row("payments", str(len(payments)))
+    open_reviews = [r for r in reviews if r.status == "open"]
+    if open_reviews:
+        r = open_reviews[0]
+        head.add_row(
+            "review",
+            f"{escape(r.id)} open since {_when(r.opened_at)}: circumvention score {r.score:.1f}"
+            + (f" ({escape(str(r.explanation.get('pattern')))})"
+               if r.explanation.get("pattern") else ""),
+        )  # fmt: skip
     out.print(head)
     if keys:
         table = Table(title="keys", title_justify="left")
