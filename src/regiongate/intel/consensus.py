@@ -117,7 +117,16 @@ def make_origin(answers: Sequence[SourceAnswer], consensus: Consensus) -> Origin
         territories=tuple(territories),
         asn=asn,
         org=org,
-        flags=frozenset(flags),
+        flags=_interned(frozenset(flags)),
         sources=tuple(answers),
         consensus=consensus,
     )
+
+
+_FLAG_SETS: dict[frozenset[Flag], frozenset[Flag]] = {}
+
+
+def _interned(flags: frozenset[Flag]) -> frozenset[Flag]:
+    """One object per distinct set of flags (a few dozen): keyed by it, a dict finds an entry
+    by identity, without hashing enum members (a Python-level ``__hash__`` each)."""
+    return _FLAG_SETS.setdefault(flags, flags)

@@ -61,6 +61,10 @@ class Engine:
             self._t2 = self._enforce if self._enforce is not None else _POS_INF
             self._t1 = self._notice if self._notice is not None else self._t2
         self._memos: tuple[dict[Origin, Decision], ...] = ({}, {}, {})
+        self._cores: dict[
+            tuple[tuple[str, ...], frozenset[Flag], str | None],
+            tuple[Action, str | None, str, tuple[str, ...]],
+        ] = {}
         self._exempt_accounts = policy.exempt_accounts
         nets = [ipaddress.ip_network(n) for n in policy.exempt_networks]
         self._exempt_nets: tuple[tuple[int, int, int], ...] = tuple(
@@ -166,6 +170,23 @@ class Engine:
         return intended
 
     def _core(self, origin: Origin, *, explain: bool) -> tuple[Action, str | None, str, list[str]]:
+        # What the rules say depends on the territories, flags and note alone, which far
+        # fewer combinations share than there are snapshot rows (~300k): worked out once per
+        # combination, a first decision for a row costs the sources sentence and the object.
+        key = (origin.territories, origin.flags, origin.note)
+        known = self._cores.get(key)
+        if known is None:
+            known = self._rules_core(origin)
+            if len(self._cores) >= _MEMO_LIMIT:
+                self._cores.clear()
+            self._cores[key] = known
+        intended, territory, rule, why = known
+        reasons = list(why)
+        if explain and Flag.INVALID not in origin.flags and Flag.PRIVATE not in origin.flags:
+            reasons.append(_sources_said(origin))
+        return intended, territory, rule, reasons
+
+    def _rules_core(self, origin: Origin) -> tuple[Action, str | None, str, tuple[str, ...]]:
         p = self.policy
         flags = origin.flags
         reasons: list[str] = []
@@ -201,9 +222,7 @@ class Engine:
                     if action.severity > intended.severity:
                         intended = action
                         rule = key
-            if explain:
-                reasons.append(_sources_said(origin))
-        return intended, territory, rule, reasons
+        return intended, territory, rule, tuple(reasons)
 
     def explain(self, origin: Origin, phase: Phase) -> Decision:
         """Decide from scratch, collecting every reason (the memoised path returns these)."""
