@@ -504,3 +504,33 @@ def test_openai_sdk_user_field_through_the_proxy(tmp_path: Path, tiny_snapshot_p
             detail = dict(p.split("=", 1) for p in rows[0][1].split(";"))
             assert detail["user"] == accounts.hints.user_id("customer-42")  # type: ignore[union-attr]
             assert detail["lang"] == "DE" and "customer-42" not in rows[0][1]
+
+
+def test_windows_stay_bounded_without_scoring() -> None:
+    """An organisation that is never scored (thresholds off) keeps only its window's slices;
+    events with an impossible time are ignored."""
+    tracker = SignalTracker(window=2400.0)  # 24 slices of 100 s
+    for t in range(0, 100_000, 50):
+        tracker.add([ev(at=float(t))])
+    assert len(tracker._orgs["org-a"]) <= 26
+    tracker.add([ev(at=float("nan")), ev(at=float("inf"))])
+    s = tracker.signals("org-a", now=100_000.0)
+    assert s is not None and s.requests <= 50
+
+
+def test_an_open_review_is_refreshed_at_most_once_a_minute(world: World) -> None:
+    for _ in range(12):
+        _post(world, "sk-a", TOR_AU, b"{}")
+    world.settle()
+    (first,) = world.store.list_reviews(org="org-a")
+    world.clock.now += 10
+    for _ in range(30):  # more of it: a higher score, but within the minute
+        _post(world, "sk-a", TOR_AU, b"{}", **{"Accept-Language": "fa-IR"})
+    world.settle()
+    (same,) = world.store.list_reviews(org="org-a")
+    assert same.updated == first.updated and same.score == first.score
+    world.clock.now += 60
+    _post(world, "sk-a", TOR_AU, b"{}", **{"Accept-Language": "fa-IR"})
+    world.settle()
+    (later,) = world.store.list_reviews(org="org-a")
+    assert later.id == first.id and later.updated > first.updated and later.score > first.score

@@ -199,7 +199,7 @@ class CircumventionRule:
         self.tracker = SignalTracker()
         self.reviews_opened = 0
         self.suspended = 0
-        self._refreshed: dict[str, tuple[float, float]] = {}  # org → (when, score) last written
+        self._refreshed: dict[str, tuple[float, float]] = {}  # org → (when, score) last looked
 
     def on_batch(self, batch: Sequence[Event], policy: Policy) -> None:
         rules = policy.accounts.circumvention
@@ -258,8 +258,8 @@ class CircumventionRule:
         if not (flag or would_suspend):
             return result
         last = self._refreshed.get(org)
-        if last is not None and now - last[0] < _REVIEW_REFRESH and result.score <= last[1]:
-            return result
+        if last is not None and now - last[0] < _REVIEW_REFRESH:
+            return result  # the open review (or the dismissal) was looked at recently
         latest = self.store.list_reviews(org=org, status=None, limit=1)
         if latest and _recently_dismissed(latest[0], now, rules.window):
             self._refreshed[org] = (now, result.score)

@@ -394,7 +394,7 @@ class SignalTracker:
             orgs = self._orgs
             size = self.slice
             for e in events:
-                if e.action == "refused":
+                if e.action == "refused" or not math.isfinite(e.at):
                     continue  # a suspended organisation's request: not traffic we let through
                 slices = orgs.get(e.org)
                 if slices is None:
@@ -414,6 +414,11 @@ class SignalTracker:
                         slices.append(s)
                         if len(slices) > 1 and slices[-2].start > start:
                             slices.sort(key=lambda x: x.start)
+                        # Forget what has left the window behind the newest slice (scoring
+                        # prunes too, but an organisation may never be scored).
+                        horizon = slices[-1].start - self.window
+                        while len(slices) > 1 and slices[0].start < horizon:
+                            del slices[0]
                 _count(s, e)
                 touched.add(e.org)
         return touched
