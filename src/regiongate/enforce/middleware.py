@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from regiongate.clientip import ClientIPConfig, ClientResolver
 from regiongate.enforce.asgi import ASGIApp, Message, Receive, Scope, Send
 from regiongate.enforce.gate import _OWN_HEADERS, Gate, GateState
@@ -240,15 +242,23 @@ class RegionGate:
         return scope
 
 
+class _UserField(msgspec.Struct):
+    """Only the ``user`` field of a request body: the decoder skips the rest unbuilt."""
+
+    user: Any = None
+
+
+_USER_DECODER = msgspec.json.Decoder(_UserField)
+
+
 def body_user(body: bytes) -> str | None:
     """The ``user`` field of an OpenAI-style JSON request body (an end-user id), if any."""
     if body.lstrip()[:1] != b"{":
         return None
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        user = _USER_DECODER.decode(body).user
+    except (msgspec.DecodeError, RecursionError):
         return None
-    user = doc.get("user") if isinstance(doc, dict) else None
     if isinstance(user, str) and 0 < len(user) <= 256:
         return user
     return None
