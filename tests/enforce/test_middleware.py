@@ -14,8 +14,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from regiongate import RegionGate
-from regiongate.enforce.gate import Verdict
+from regiongate.clientip import ClientIPConfig, ClientResolver
+from regiongate.enforce.gate import Gate, GateState, Verdict
 from regiongate.intel.snapshot import Snapshot
+from regiongate.policy import load_policy
 
 BLOCKED_BODY = {
     "error": {
@@ -51,6 +53,20 @@ def client_for(app: Any, peer: str = "127.0.0.1") -> httpx.AsyncClient:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def gate_for(snapshot: Path, **config: Any) -> Gate:
+    """A gate on the tiny snapshot with api-2024 and a resolver of ``config``."""
+    return Gate(
+        GateState(
+            snapshot=Snapshot(snapshot),
+            policy=load_policy("api-2024"),
+            resolver=ClientResolver(ClientIPConfig(**config)),
+            snapshot_stamp=None,
+            policy_stamp=None,
+            loaded_at=0.0,
+        )
+    )
 
 
 @pytest.fixture
@@ -256,24 +272,8 @@ def test_account_exemption_via_header(tiny_snapshot_path: Path, tmp_path: Path) 
 def test_forwarded_verdicts_are_remembered_exactly(tiny_snapshot_path: Path) -> None:
     """Behind a trusted proxy a (peer, X-Forwarded-For) pair is remembered from its second
     request on; every answer stays the one a fresh resolution gives."""
-    from regiongate.clientip import ClientIPConfig, ClientResolver
-    from regiongate.enforce.gate import Gate, GateState
-    from regiongate.policy import load_policy
-
-    def gate(**config: Any) -> Gate:
-        return Gate(
-            GateState(
-                snapshot=Snapshot(tiny_snapshot_path),
-                policy=load_policy("api-2024"),
-                resolver=ClientResolver(ClientIPConfig(**config)),
-                snapshot_stamp=None,
-                policy_stamp=None,
-                loaded_at=0.0,
-            )
-        )
-
-    g = gate(trusted_proxies=("127.0.0.1/32", "10.0.0.0/8"))
-    fresh = gate(trusted_proxies=("127.0.0.1/32", "10.0.0.0/8"))
+    g = gate_for(tiny_snapshot_path, trusted_proxies=("127.0.0.1/32", "10.0.0.0/8"))
+    fresh = gate_for(tiny_snapshot_path, trusted_proxies=("127.0.0.1/32", "10.0.0.0/8"))
     cases = [
         [(b"x-forwarded-for", b"3.0.0.1")],
         [(b"x-forwarded-for", b"4.0.0.1")],
@@ -314,20 +314,7 @@ def test_forwarded_verdicts_are_remembered_exactly(tiny_snapshot_path: Path) -> 
 
 
 def test_new_clients_are_not_remembered_on_their_first_request(tiny_snapshot_path: Path) -> None:
-    from regiongate.clientip import ClientIPConfig, ClientResolver
-    from regiongate.enforce.gate import Gate, GateState
-    from regiongate.policy import load_policy
-
-    g = Gate(
-        GateState(
-            snapshot=Snapshot(tiny_snapshot_path),
-            policy=load_policy("api-2024"),
-            resolver=ClientResolver(ClientIPConfig(trusted_proxies=("127.0.0.1/32",))),
-            snapshot_stamp=None,
-            policy_stamp=None,
-            loaded_at=0.0,
-        )
-    )
+    g = gate_for(tiny_snapshot_path, trusted_proxies=("127.0.0.1/32",))
     for i in range(200):
         g.check(f"5.0.{i}.1", [])
         g.check("127.0.0.1", [(b"x-forwarded-for", f"5.1.{i}.1".encode())])
@@ -338,7 +325,7 @@ def test_new_clients_are_not_remembered_on_their_first_request(tiny_snapshot_pat
 
 
 def test_cdn_rules_turn_the_forwarded_memo_off() -> None:
-    from regiongate.clientip import CdnRule, ClientIPConfig, ClientResolver
+    from regiongate.clientip import CdnRule
 
     assert ClientResolver(ClientIPConfig()).forwarded_only == b"x-forwarded-for"
     assert ClientResolver(ClientIPConfig(header="forwarded")).forwarded_only is None
@@ -352,21 +339,9 @@ def test_every_decision_is_counted_once_memo_hits_and_folds_included(
     """Memoised verdicts count their hits in their memo entry; a full memo folds them into
     the totals before it is cleared. Whatever path a request takes, /metrics counts it once."""
     import regiongate.enforce.gate as gate_module
-    from regiongate.clientip import ClientIPConfig, ClientResolver
-    from regiongate.enforce.gate import Gate, GateState
-    from regiongate.policy import load_policy
 
     monkeypatch.setattr(gate_module, "_DIRECT_MEMO", 16)  # clear (and fold) often
-    g = Gate(
-        GateState(
-            snapshot=Snapshot(tiny_snapshot_path),
-            policy=load_policy("api-2024"),
-            resolver=ClientResolver(ClientIPConfig(trusted_proxies=("127.0.0.1/32",))),
-            snapshot_stamp=None,
-            policy_stamp=None,
-            loaded_at=0.0,
-        )
-    )
+    g = gate_for(tiny_snapshot_path, trusted_proxies=("127.0.0.1/32",))
     sent = {"block": 0, "allow": 0}
     for i in range(400):
         if i % 3 == 0:  # a direct client from CN, among 12 that repeat

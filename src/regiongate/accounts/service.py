@@ -214,12 +214,11 @@ class CircumventionRule:
     def score(self, org: str, policy: Policy, now: float | None = None) -> Score | None:
         """``org``'s score now (``None``: no traffic of it in the window)."""
         now = self.clock() if now is None else now
+        if not self.tracker.has_payments(org) and org in self.tracker:
+            self.note_payments(org, self.store.list_payments(org))
         signals = self.tracker.signals(org, now)
         if signals is None:
             return None
-        if not self.tracker.has_payments(org):
-            self.note_payments(org, self.store.list_payments(org))
-            signals = self.tracker.signals(org, now) or signals
         rules = policy.accounts.circumvention
         return score(signals, rules.weights, policy.is_supported, window=rules.window)
 

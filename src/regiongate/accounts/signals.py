@@ -380,6 +380,9 @@ class SignalTracker:
     def __len__(self) -> int:
         return len(self._orgs)
 
+    def __contains__(self, org: object) -> bool:
+        return org in self._orgs
+
     def resize(self, window: float) -> None:
         """A new window length (a policy reload): what is kept is re-sliced from now on."""
         if window != self.window and window > 0:
@@ -677,20 +680,10 @@ def score(
         min(1.0, max(0.0, (effective - 1) / 4)),
         f"{len(countries)} countries, {effective:.1f} effective" + _top(dict(countries)),
     )
-    lang_bad = {t: c for t, c in signals.lang_away.items() if not is_supported(t)}
-    lang_n = sum(lang_bad.values())
-    values["language"] = (
-        _share(lang_n, signals.lang_seen),
-        f"{lang_n} of {signals.lang_seen} requests with Accept-Language point to an "
-        f"unsupported territory elsewhere" + _top(lang_bad),
+    values["language"] = _hint_away(
+        signals.lang_away, signals.lang_seen, "Accept-Language", is_supported
     )
-    tz_bad = {t: c for t, c in signals.tz_away.items() if not is_supported(t)}
-    tz_n = sum(tz_bad.values())
-    values["timezone"] = (
-        _share(tz_n, signals.tz_seen),
-        f"{tz_n} of {signals.tz_seen} requests with a time zone point to an unsupported "
-        f"territory elsewhere" + _top(tz_bad),
-    )
+    values["timezone"] = _hint_away(signals.tz_away, signals.tz_seen, "a time zone", is_supported)
     home = signals.country()
     away = [p for p in signals.payments if home and p.split("-", 1)[0] != home]
     values["payment"] = (
@@ -718,6 +711,20 @@ def score(
     parts.sort(key=lambda c: (-c.points, SIGNALS.index(c.signal)))
     total = min(100.0, sum(c.points for c in parts))
     return Score(signals.org, total, n, window, tuple(parts), signals.evidence, pattern_of(signals))
+
+
+def _hint_away(
+    away: Mapping[str, int], seen: int, what: str, is_supported: Callable[[str], bool]
+) -> tuple[float, str]:
+    """The share of the ``seen`` requests carrying a hint whose hint points to an unsupported
+    territory other than the address's, and the sentence saying so."""
+    bad = {t: c for t, c in away.items() if not is_supported(t)}
+    n = sum(bad.values())
+    return (
+        _share(n, seen),
+        f"{n} of {seen} requests with {what} point to an unsupported territory elsewhere"
+        + _top(bad),
+    )
 
 
 def _top(counts: Mapping[str, int], k: int = 3) -> str:

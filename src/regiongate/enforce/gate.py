@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from regiongate.clientip import CdnRule, ClientAddress, ClientIPConfig, ClientResolver
 from regiongate.config import Settings
@@ -313,28 +313,36 @@ class Gate:
             # headers naming someone else.
             and not state.resolver.is_trusted(peer)
         ):
-            direct = self._direct
-            if len(direct) >= _DIRECT_MEMO:
-                self.stats.fold(self._direct_cells)
-                direct.clear()
-            cell = [0]
-            self._direct_cells.append((id(decision), cell))
-            direct[peer] = (state, policy.engine.valid_until(now), verdict, cell)
+            self._remember(self._direct, self._direct_cells, peer, state, now, verdict)
         elif (
             forwarded_key is not None
             and client.source != "peer"
             and self._second_sighting(hash(forwarded_key))
         ):
             # Resolved through the trusted peer's header: exact for this (peer, value).
-            remembered = self._forwarded
-            if len(remembered) >= _DIRECT_MEMO:
-                self.stats.fold(self._forwarded_cells)
-                remembered.clear()
-            cell = [0]
-            self._forwarded_cells.append((id(decision), cell))
-            remembered[forwarded_key] = (state, policy.engine.valid_until(now), verdict, cell)
+            self._remember(
+                self._forwarded, self._forwarded_cells, forwarded_key, state, now, verdict
+            )
         self.stats.count(decision, perf_counter() - t0)
         return verdict
+
+    def _remember(
+        self,
+        memo: dict[Any, tuple[GateState, float, Verdict, list[int]]],
+        cells: list[tuple[int, list[int]]],
+        key: Any,
+        state: GateState,
+        now: float,
+        verdict: Verdict,
+    ) -> None:
+        """Keep ``verdict`` in ``memo`` until the policy's next phase, with a hit cell of its
+        own; a full memo is folded into the stats and cleared first."""
+        if len(memo) >= _DIRECT_MEMO:
+            self.stats.fold(cells)
+            memo.clear()
+        cell = [0]
+        cells.append((id(verdict.decision), cell))
+        memo[key] = (state, state.policy.engine.valid_until(now), verdict, cell)
 
     def _second_sighting(self, key: int) -> bool:
         """Whether a memo key (its hash) was seen before; remembers it if not."""
