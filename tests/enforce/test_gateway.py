@@ -223,10 +223,15 @@ def test_client_disconnect_mid_stream_cancels_upstream(
 
 @pytest.mark.parametrize("with_body", [False, True])
 def test_client_disconnect_before_the_answer_drops_the_upstream_request(
-    tiny_snapshot_path: Path, with_body: bool
+    tiny_snapshot_path: Path, with_body: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client that gives up while the upstream is still thinking (a long completion) makes
     the gateway drop the upstream connection: the upstream's work is not wasted to the end."""
+    import regiongate.enforce.proxy as proxy_module
+
+    # The watcher starts at once (not after 50 ms): by the time the upstream has the request,
+    # the gateway is watching for the client, with no sleep in the test.
+    monkeypatch.setattr(proxy_module, "_WATCH_AFTER", 0.0)
     with (
         silent_server() as (upstream, got_request, closed),
         serve_gateway(tiny_snapshot_path, f"http://127.0.0.1:{upstream}") as (port, _),
@@ -241,7 +246,6 @@ def test_client_disconnect_before_the_answer_drops_the_upstream_request(
             + (b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body if with_body else b"\r\n\r\n")
         )
         assert got_request.wait(10)
-        time.sleep(0.2)  # past the moment the gateway starts watching for the client
         sock.close()
         assert closed.wait(10)
 
