@@ -303,21 +303,27 @@ def test_synthetic_log_vectorised_equals_reference(
 def test_forwarding_chains_walked_in_numpy_equal_the_resolver(
     tmp_path: Path, snap: Snapshot, hop_limit: int
 ) -> None:
-    """Chains of one to four entries, trusted and untrusted, IPv4, IPv6 and junk, under tight
-    and loose hop limits: the vectorised walk answers exactly what the resolver does."""
+    """Chains of one to four entries, trusted and untrusted, IPv4, IPv6 and junk, joined with
+    and without blanks, blank and comma-only headers, peers with blanks, under tight and loose
+    hop limits: the vectorised walk answers exactly what the resolver does."""
     import random
 
     rng = random.Random(hop_limit)
     trusted = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     clients = ["3.0.0.1", "4.0.0.1", "2.0.1.1", "5.0.0.9", "3.0.0.130", "[2001:db8::1]:443",
                "2001:4000::1", "junk", "", "1.2.3.", "01.2.3.4", " 4.0.0.3 "]  # fmt: skip
+    joins = [",", ", ", " , ", ",\t", ",   ", "\t,\t"]
+    peers = [*trusted, "3.0.0.7", " 10.0.0.1", "10.0.0.2 ", "   "]
     lines = []
-    for i in range(600):
+    for i in range(900):
         chain = [rng.choice(clients + trusted) for _ in range(rng.randint(1, 4))]
         if rng.random() < 0.5:
             chain[-1] = rng.choice(trusted)  # through a trusted hop, the common case
-        lines.append((f"2024-07-1{i % 3}T10:00:{i % 60:02d}Z", rng.choice([*trusted, "3.0.0.7"]),
-                      ", ".join(chain), f"org-{i % 7}"))  # fmt: skip
+        header = rng.choice(joins).join(chain)
+        if rng.random() < 0.05:
+            header = rng.choice(["  ", "\t", ",", " , ", "10.0.0.9,", ",3.0.0.1"])
+        lines.append((f"2024-07-1{i % 3}T10:00:{i % 60:02d}Z", rng.choice(peers), header,
+                      f"org-{i % 7}"))  # fmt: skip
     path = tmp_path / "chains.jsonl"
     write_jsonl(path, lines, malformed=0)
     config = ClientIPConfig(trusted_proxies=("10.0.0.0/29",), hop_limit=hop_limit)
@@ -355,3 +361,62 @@ def test_parse_v4_is_canonical_and_exact() -> None:
         # parsing each distinct address once gives the same answer, nulls included
         again, again_ok = parse_v4_repeated(arr)
         assert (again_ok == ok).all() and (again[ok] == got[ok]).all()
+
+
+def test_chains_cut_in_numpy_match_a_split() -> None:
+    """Each header's entry count and right-most three entries, against str.split/strip."""
+    import ipaddress
+
+    import pyarrow as pa
+
+    from regiongate.analytics.impact import _chain_cols
+
+    headers = ["1.2.3.4", "1.2.3.4, 5.6.7.8", " 9.9.9.9 ,10.0.0.1,\t10.0.0.2", "a, b, c, d, 1.1.1.1",
+               "", "   ", ",", "1.2.3.4,", ",1.2.3.4", "2001:db8::1, 1.2.3.4", "1.2.3.4,,5.6.7.8",
+               "  1.2.3.4  ", "1.2.3.4   ,  5.6.7.8", None, "300.1.1.1, 01.1.1.1"]  # fmt: skip
+    cols = _chain_cols(pa.array(headers * 3))
+    count, entries = cols[0], [(cols[1 + 2 * i], cols[2 + 2 * i]) for i in range(3)]
+    for row, header in enumerate(headers * 3):
+        parts = (header or "").split(",")
+        expect_n = 0 if not (header or "").strip() else len(parts)
+        assert count[row] == expect_n, header
+        for i, (value, ok) in enumerate(entries):
+            text = parts[-1 - i].strip(" \t") if i < expect_n else None
+            try:
+                want = int(ipaddress.IPv4Address(text)) if text is not None else None
+            except ValueError:
+                want = None
+            assert bool(ok[row]) == (want is not None), (header, i)
+            if want is not None:
+                assert int(value[row]) == want
+
+
+def test_tally_counts_in_place_and_by_sorting() -> None:
+    import numpy as np
+
+    from regiongate.analytics.impact import _tally
+
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 5000, 20_000)
+    want_k, want_c = np.unique(keys, return_counts=True)
+    for size in (5000, 10**12):  # dense: bincount; sparse: sort
+        got_k, got_c = _tally(keys, size)
+        assert (got_k == want_k).all() and (got_c == want_c).all()
+    empty_k, empty_c = _tally(np.zeros(0, np.int64), 10)
+    assert len(empty_k) == len(empty_c) == 0
+
+
+def test_batches_are_joined_up_to_rows_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow as pa
+
+    import regiongate.analytics.impact as impact
+
+    small = [pa.record_batch({"a": pa.array([f"x{i}"] * 100)}) for i in range(25)]
+    joined = list(impact._coalesced(iter(small), 1000))
+    assert [b.num_rows for b in joined] == [1000, 1000, 500]
+    assert [v for b in joined for v in b.column(0).to_pylist()] == [
+        v for b in small for v in b.column(0).to_pylist()
+    ]
+    # a join also ends at the byte cap, so a string column never nears Arrow's 2 GiB
+    monkeypatch.setattr(impact, "_JOIN_BYTES", small[0].nbytes * 3)
+    assert [b.num_rows for b in impact._coalesced(iter(small), 10**9)] == [300] * 8 + [100]

@@ -388,8 +388,8 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap) -> str:
     t = col(fields.time)
     return (
         f"SELECT coalesce(CAST(epoch(try_cast({t} AS TIMESTAMPTZ)) AS DOUBLE), "
-        f"try_cast({t} AS DOUBLE)) AS ts, nullif(trim({col(fields.peer)}), '') AS peer, "
-        f"nullif(trim({col(fields.xff)}), '') AS xff, nullif({col(fields.org)}, '') AS org, "
+        f"try_cast({t} AS DOUBLE)) AS ts, {col(fields.peer)} AS peer, {col(fields.xff)} AS xff, "
+        f"nullif({col(fields.org)}, '') AS org, "
         f"nullif({col(fields.key)}, '') AS key FROM {source}"
     )
 
@@ -399,24 +399,10 @@ def _sql_str(text: str) -> str:
 
 
 def _query(files: Sequence[str], fmt: str, fields: FieldMap) -> str:
-    # IPv4 text becomes integers in numpy (parse_v4: ~2x faster than SQL regexes here); SQL
-    # only cuts out the right-most X-Forwarded-For entry.
-    return (
-        f"WITH src AS ({_source_sql(files, fmt, fields)}) "
-        # The whole chain crosses to Python only when it has several entries; one entry is
-        # `last`. (Each string column handed over costs ~0.1 s per million lines.)
-        "SELECT ts, peer, org, "
-        "CASE WHEN contains(xff, ',') THEN xff END AS xff, "
-        "CASE WHEN xff IS NULL THEN 0 WHEN NOT contains(xff, ',') THEN 1 "
-        "ELSE length(xff) - length(replace(xff, ',', '')) + 1 END AS xff_n, "
-        "CASE WHEN xff IS NULL THEN NULL WHEN NOT contains(xff, ',') THEN xff "
-        "ELSE trim(split_part(xff, ',', -1)) END AS last, "
-        # The two entries left of it, for chains through trusted proxies (client, hop[, hop]):
-        # walked in numpy too. Longer chains and anything not IPv4 go to the exact resolver.
-        "CASE WHEN contains(xff, ',') THEN trim(split_part(xff, ',', -2)) END AS prev1, "
-        "CASE WHEN length(xff) - length(replace(xff, ',', '')) >= 2 "
-        "THEN trim(split_part(xff, ',', -3)) END AS prev2 FROM src"
-    )
+    # Text crosses as it is: the addresses become integers in numpy (parse_v4, ~2x faster than
+    # SQL regexes), and the forwarding chain is cut into entries there too (_Chains: 1.8 CPU-s
+    # per 10M lines less than split_part in SQL).
+    return f"WITH src AS ({_source_sql(files, fmt, fields)}) SELECT ts, peer, org, xff FROM src"
 
 
 def _batches(files: Sequence[str], fmt: str, fields: FieldMap, batch_size: int,
@@ -427,7 +413,7 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, batch_size: int,
     con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would mix in
     try:
         reader = con.sql(_query(files, fmt, fields)).to_arrow_reader(batch_size)
-        yield from _prefetch(reader)
+        yield from _prefetch(_coalesced(reader, batch_size))
     except duckdb.Error as exc:
         raise RegiongateError(f"reading {', '.join(files)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -441,6 +427,30 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, batch_size: int,
 
 
 _CSV_REJECTS: list[int] = []
+
+
+def _coalesced(reader: Any, rows: int) -> Iterator[Any]:
+    """Batches of about ``rows`` rows. DuckDB's readers hand over ~60k rows at a time whatever
+    size is asked for; each batch costs fixed work in numpy (dictionaries, group-bys, a loop
+    over the organisations seen), and addresses repeat across batches, so the batches are
+    joined into one before they cross (in the reading thread: the copy releases the GIL).
+    A join stops at 256 MiB too, far below the 2 GiB a string column can hold."""
+    import pyarrow as pa
+
+    pending: list[Any] = []
+    have = size = 0
+    for batch in reader:
+        pending.append(batch)
+        have += batch.num_rows
+        size += batch.nbytes
+        if have >= rows or size >= _JOIN_BYTES:
+            yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+            pending, have, size = [], 0, 0
+    if pending:
+        yield from pa.Table.from_batches(pending).combine_chunks().to_batches()
+
+
+_JOIN_BYTES: Final = 256 << 20
 
 
 def _prefetch(reader: Any, depth: int = 2) -> Iterator[Any]:
@@ -508,35 +518,72 @@ def _in_nets(values: npt.NDArray[np.uint64], nets: list[tuple[int, int]]) -> npt
 _PARSE_SLICE: Final = 1 << 17
 
 
-def _parse_present(
-    col: Any, wanted: npt.NDArray[np.bool_]
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
-    """``parse_v4`` of the ``wanted`` rows of ``col`` (others: 0, invalid), full length."""
-    import pyarrow as pa
+_BLANK = (32, 9)  # what trimming removes around an entry: spaces and tabs
 
-    n = len(col)
-    values, valid = np.zeros(n, np.uint64), np.zeros(n, np.bool_)
-    where = np.flatnonzero(wanted)
-    v, good = parse_v4(col.take(pa.array(where)))
-    values[where], valid[where] = v, good
-    return values, valid
+
+def _per_value(col: Any, compute: Callable[[Any], list[npt.NDArray[Any]]],
+               fills: Sequence[Any]) -> list[npt.NDArray[Any]]:  # fmt: skip
+    """The columns ``compute`` gives, once per distinct string of ``col`` (Arrow's dictionary
+    encoding, in C++) and spread back to its lines; a null gets each column's ``fills`` value.
+    A log's clients and forwarding chains repeat: a batch of 1M lines of the synthetic log
+    holds ~95k distinct peers and ~115k distinct chains.
+
+    (Remembering the previous batch's values, matched with ``index_in``, was tried: only 65%
+    of a batch's peers and 47% of its chains were in the batch before, and the matching cost
+    about what it saved.)"""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col.type != pa.string():
+        col = col.cast(pa.string())
+    encoded = pc.dictionary_encode(col)
+    cols = compute(encoded.dictionary)
+    # a null indexes the appended slot, which holds the column's fill value
+    index = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+    return [np.append(c, fill)[index] for c, fill in zip(cols, fills, strict=True)]
+
+
+def _chain_cols(col: Any, depth: int = 3) -> list[npt.NDArray[Any]]:
+    """Forwarding headers cut into entries: columns (count, then value and validity of the
+    right-most ``depth`` entries); see :func:`_cut_chains`."""
+    return _per_value(col, lambda values: _cut_chains(values, depth),
+                      (0, *(np.uint64(0), False) * depth))  # fmt: skip
+
+
+def _cut_chains(values: Any, depth: int) -> list[npt.NDArray[Any]]:
+    """Each forwarding header of ``values`` cut into entries, in numpy: how many entries (0
+    for a blank header), and the right-most ``depth`` as IPv4 integers with their validity.
+    An entry that is not a canonical IPv4 address (IPv6, a port, stray text) is just not
+    valid here: such lines go to the exact resolver."""
+    offsets, data = _text_buffers(values)
+    start, end = offsets[:-1], offsets[1:]
+    # entries: the commas of each value, counted by binary search in all commas' positions
+    commas = np.append(np.flatnonzero(data == 44), len(data))  # a sentinel past every end
+    hi = np.searchsorted(commas, end)
+    k = hi - np.searchsorted(commas, start)
+    # Trimming: for each byte position, the next non-blank at or after it and the last
+    # non-blank before it (one pass each over the distinct values' bytes).
+    blank = np.isin(data, _BLANK)
+    at = np.arange(len(data), dtype=np.int64)
+    after = np.append(np.minimum.accumulate(np.where(blank, len(data), at)[::-1])[::-1], len(data))
+    before = np.append(-1, np.maximum.accumulate(np.where(blank, -1, at)))
+    count = np.where(after[start] < end, k + 1, 0)  # a header of blanks only is no header
+    out: list[npt.NDArray[Any]] = [count]
+    for i in range(depth):  # i-th entry from the right
+        right = end if i == 0 else commas[np.maximum(hi - i, 0)]
+        left = np.where(k > i, commas[np.maximum(hi - i - 1, 0)] + 1, start)
+        left = np.minimum(after[left], right)
+        right = np.maximum(before[right] + 1, left)
+        v, ok = _parse_spans(data, left, np.where(k >= i, right - left, 0))
+        out += [v, ok & (count > i)]
+    return out
 
 
 def parse_v4_repeated(arr: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
     """:func:`parse_v4` for a column where addresses repeat (a log's clients): each distinct
-    address is parsed once (Arrow's dictionary encoding, in C++), then spread back. On
-    synthetic logs a batch holds ~26% distinct peers; this halves the parsing time."""
-    import pyarrow.compute as pc
-
-    if len(arr) < 4096:
-        return parse_v4(arr)
-    encoded = pc.dictionary_encode(arr)
-    values, valid = parse_v4(encoded.dictionary)
-    # A null (no address) indexes the appended invalid slot.
-    index = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
-    values = np.append(values, np.uint64(0))
-    valid = np.append(valid, False)
-    return values[index], valid[index]
+    address is parsed once (Arrow's dictionary encoding, in C++), then spread back."""
+    values, valid = _per_value(arr, lambda v: list(parse_v4(v)), (np.uint64(0), False))
+    return values, valid
 
 
 def parse_v4(arr: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
@@ -548,34 +595,59 @@ def parse_v4(arr: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
     reuse instead of mapping fresh pages for each (page faults cost more than the parsing
     here: 0.37 s → 0.24 s per million addresses, measured).
     """
-    n = len(arr)
-    if n <= _PARSE_SLICE:
-        return _parse_v4(arr)
-    values = np.empty(n, np.uint64)
-    valid = np.empty(n, np.bool_)
-    for i in range(0, n, _PARSE_SLICE):
-        values[i : i + _PARSE_SLICE], valid[i : i + _PARSE_SLICE] = _parse_v4(
-            arr.slice(i, _PARSE_SLICE)
-        )
-    return values, valid
-
-
-def _parse_v4(arr: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
     import pyarrow as pa
 
-    n = len(arr)
     if arr.type != pa.string():
         arr = arr.cast(pa.string())
+    offsets, data = _text_buffers(arr)
+    start = offsets[:-1]
+    length = offsets[1:] - start
+    if arr.null_count:
+        length = np.where(np.asarray(arr.is_valid()), length, 0)
+    return _parse_spans(data, start, length)
+
+
+def _text_buffers(arr: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """(offsets, bytes) of an Arrow string array, offsets made absolute in the byte buffer;
+    the bytes are never empty (a lone 0 stands in), so any clipped index reads safely."""
     bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
     if not len(data):
         data = np.zeros(1, np.uint8)
-    start = offsets[:-1]
-    length = offsets[1:] - start
+    return offsets.astype(np.int64), data
+
+
+def _parse_spans(
+    data: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+    """:func:`parse_v4` of the byte spans ``data[start:start+length]``, every span at once
+    (in slices: see :func:`parse_v4`). Spans too short or too long for an address are not
+    looked at."""
+    n = len(start)
+    fits = (length >= 7) & (length <= 15)
+    picked = int(np.count_nonzero(fits))
+    if picked < n * 7 // 8:  # parse the few that may be addresses
+        values, valid = np.zeros(n, np.uint64), np.zeros(n, np.bool_)
+        if picked:
+            where = np.flatnonzero(fits)
+            values[where], valid[where] = _parse_spans(data, start[where], length[where])
+        return values, valid
+    if n <= _PARSE_SLICE:
+        return _parse_slice(data, start, length)
+    values = np.empty(n, np.uint64)
+    valid = np.empty(n, np.bool_)
+    for i in range(0, n, _PARSE_SLICE):
+        j = i + _PARSE_SLICE
+        values[i:j], valid[i:j] = _parse_slice(data, start[i:j], length[i:j])
+    return values, valid
+
+
+def _parse_slice(
+    data: npt.NDArray[np.uint8], start: npt.NDArray[np.int64], length: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
+    n = len(start)
     ok = (length >= 7) & (length <= 15)
-    if arr.null_count:
-        ok &= np.asarray(arr.is_valid())
     ln = np.where(ok, length, 0).astype(np.int16)
     st = np.where(ok, start, 0).astype(np.int64)
     top = len(data) - 1
@@ -637,6 +709,7 @@ def replay(
     walkable = min(3, config.hop_limit + 1)
     nets = _nets(config)
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     nrows = len(snapshot._row_flags)  # the row count of this snapshot
     main = _Decider(policy, snapshot, at, nrows)
@@ -660,18 +733,9 @@ def replay(
         ts = np.asarray(ts, dtype=np.float64)
         peer_text = cols["peer"]
         peer_v4, peer_is_v4 = parse_v4_repeated(peer_text)
-        has_peer = np.asarray(peer_text.is_valid().to_numpy(zero_copy_only=False))
-        xff_n = np.asarray(cols["xff_n"].to_numpy(zero_copy_only=False), dtype=np.int64)
-        last_col = cols["last"]
-        if last_col.null_count == n:  # no forwarding header in this batch
-            last_v4, last_is_v4 = np.zeros(n, np.uint64), np.zeros(n, np.bool_)
-        elif last_col.null_count:  # parse only the lines that have one
-            present = np.asarray(last_col.is_valid())
-            last_v4, last_is_v4 = np.zeros(n, np.uint64), np.zeros(n, np.bool_)
-            v, good = parse_v4_repeated(last_col.filter(last_col.is_valid()))
-            last_v4[present], last_is_v4[present] = v, good
-        else:
-            last_v4, last_is_v4 = parse_v4_repeated(last_col)
+        # a line without a client address is malformed (a blank one is read as unreadable)
+        has_peer = np.asarray(pc.greater(pc.binary_length(peer_text), 0).fill_null(False))
+        xff_n, last_v4, last_is_v4, p1_v4, p1_ok, p2_v4, p2_ok = _chain_cols(cols["xff"])
         ok = has_peer & np.isfinite(ts)
         bad = ~ok
         if bad.any():
@@ -687,7 +751,6 @@ def replay(
             # Chains whose right-most entry is a trusted proxy: walk one or two more entries.
             deeper = via_xff & last_is_v4 & ~simple & (xff_n >= 2) & (xff_n <= walkable)
             if deeper.any():
-                p1_v4, p1_ok = _parse_present(cols["prev1"], deeper)
                 step = deeper & p1_ok
                 p1_trusted = _in_nets(p1_v4, nets)
                 # an untrusted entry is the client; so is the left-most when all are trusted
@@ -696,7 +759,6 @@ def replay(
                 further = step & p1_trusted & (xff_n == 3)
                 at2 = np.zeros(n, dtype=np.bool_)
                 if further.any():
-                    p2_v4, p2_ok = _parse_present(cols["prev2"], further)
                     at2 = further & p2_ok
                     client[at2] = p2_v4[at2]
                 walked = simple | at1 | at2
@@ -708,10 +770,9 @@ def replay(
             where = np.flatnonzero(slow)
             picked = pa.array(where)
             peers = peer_text.take(picked).to_pylist()
-            multi = cols["xff"].take(picked).to_pylist()
-            lasts = cols["last"].take(picked).to_pylist()
+            raw = cols["xff"].take(picked).to_pylist()
             for j, i in enumerate(where.tolist()):
-                peer, chain = peers[j], multi[j] if multi[j] is not None else lasts[j]
+                peer, chain = peers[j].strip(), (raw[j] or "").strip() or None
                 key = (peer, chain)
                 got = memo.get(key)
                 if got is None:
@@ -855,7 +916,7 @@ def _aggregate(
     nterr = len(main.territories)
     # totals by (segment, action, territory)
     key = (seg * 3 + action) * nterr + territory
-    keys, counts = np.unique(key, return_counts=True)
+    keys, counts = _tally(key, main.nseg * 3 * nterr)
     for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
         s, rest = divmod(k, 3 * nterr)
         a, t = divmod(rest, nterr)
@@ -879,21 +940,28 @@ def _aggregate(
         s.last = max(s.last, float(last[code]))
         for j in range(3):
             s.actions[j] += int(acts[code, j])
-    okeys, ocounts = np.unique(org * nterr + territory, return_counts=True)
+    okeys, ocounts = _tally(org * nterr + territory, norg * nterr)
     for k, c in zip(okeys.tolist(), ocounts.tolist(), strict=True):
         o, t = divmod(k, nterr)
         report.orgs[org_names[o]].territories[main.territories[t]] += c
     sel = affected & unsupported
     if sel.any():
-        ukeys, ucounts = np.unique(org[sel] * nterr + enf_territory[sel], return_counts=True)
+        ukeys, ucounts = _tally(org[sel] * nterr + enf_territory[sel], norg * nterr)
         for k, c in zip(ukeys.tolist(), ucounts.tolist(), strict=True):
             o, t = divmod(k, nterr)
             report.orgs[org_names[o]].unsupported[main.territories[t]] += c
     # by day
     day = np.floor(ts / _DAY).astype(np.int64)
-    dkeys, dinv = np.unique(day, return_inverse=True)
-    dreq = np.bincount(dinv)
-    daff = np.bincount(dinv, weights=affected)
+    low = int(day.min())
+    if int(day.max()) - low <= len(day) + 366:  # a dense range of days: counted in place
+        dreq = np.bincount(day - low)
+        daff = np.bincount(day - low, weights=affected)
+        dkeys = np.flatnonzero(dreq)
+        dreq, daff, dkeys = dreq[dkeys], daff[dkeys], dkeys + low
+    else:  # far-flung stamps: sort them
+        dkeys, dinv = np.unique(day, return_inverse=True)
+        dreq = np.bincount(dinv)
+        daff = np.bincount(dinv, weights=affected)
     for d, r, a in zip(dkeys.tolist(), dreq.tolist(), daff.tolist(), strict=True):
         label = dt.datetime.fromtimestamp(d * _DAY, dt.UTC).date().isoformat()
         entry = report.days.setdefault(label, [0, 0])
@@ -904,14 +972,26 @@ def _aggregate(
         oa = other_action[ok]
         diff = oa != action
         if diff.any():
-            ckeys, ccounts = np.unique((org[diff] * 3 + oa[diff]) * 3 + action[diff],
-                                       return_counts=True)  # fmt: skip
+            ckeys, ccounts = _tally((org[diff] * 3 + oa[diff]) * 3 + action[diff], norg * 9)
             for k, c in zip(ckeys.tolist(), ccounts.tolist(), strict=True):
                 rest, to = divmod(k, 3)
                 o, frm = divmod(rest, 3)
                 label = f"{ACTIONS[frm]}->{ACTIONS[to]}"
                 report.orgs[org_names[o]].changed[label] += c
                 report.changed[label] += c
+
+
+def _tally(
+    keys: npt.NDArray[np.int64], size: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The distinct ``keys`` (all in ``[0, size)``) and how often each occurs: counted in
+    place when the key space is not much larger than the keys (``np.bincount``: one pass),
+    sorted otherwise (``np.unique``: a sort, 4-5x the time on a million keys)."""
+    if size <= max(4 * len(keys), 1 << 16):
+        counts = np.bincount(keys, minlength=size)
+        present = np.flatnonzero(counts)
+        return present, counts[present]
+    return np.unique(keys, return_counts=True)
 
 
 # --- the per-line reference -----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from regiongate.intel.model import Consensus, Flag, Origin, SourceAnswer
+from regiongate.intel.model import FLAG_BITS, Consensus, Flag, Origin, SourceAnswer
 from regiongate.intel.regions import subdivision_country
 
 __all__ = ["KIND_NAMES", "RELAY_KIND", "SPECIAL_KIND", "make_origin"]
@@ -50,62 +50,69 @@ def _pick(values: Sequence[str], consensus: Consensus) -> str | None:
 
 def make_origin(answers: Sequence[SourceAnswer], consensus: Consensus) -> Origin:
     """Combine source answers (in priority order) into an ``Origin``."""
+    # One pass for the kinds: flags, IANA special space, declared user locations.
+    bits = 0
+    declared = False
     for a in answers:
-        if a.kind == SPECIAL_KIND:
-            return Origin(
-                flags=frozenset({Flag.PRIVATE}),
-                sources=(a,),
-                consensus=consensus,
-                note=a.provider,
-            )
+        kind = a.kind
+        if kind is not None:
+            if kind == SPECIAL_KIND:
+                return Origin(flags=_PRIVATE, sources=(a,), consensus=consensus, note=a.provider)
+            bits |= _KIND_BITS.get(kind, 0)
+            if kind == RELAY_KIND and a.country is not None:
+                declared = True
     # Declared user locations win: where a relay source names the country (and region) its
     # users are in, that is where the request comes from, whatever registries say about the
     # egress server; the other sources' countries and subdivisions are not counted. Every
     # other part of their answers (ASN, flags) still is.
-    declared = [a for a in answers if a.kind == RELAY_KIND and a.country is not None]
-    located = declared or answers
-    countries = [a.country for a in located if a.country is not None]
-    subdivisions = [a.subdivision for a in located if a.subdivision is not None]
-    flags: set[Flag] = set()
-    for a in answers:
-        if a.kind is not None and (flag := _KIND_FLAGS.get(a.kind)) is not None:
-            flags.add(flag)
-    disputed = len(set(countries)) > 1 or len(set(subdivisions)) > 1
+    located = (
+        [a for a in answers if a.kind == RELAY_KIND and a.country is not None]
+        if declared
+        else answers
+    )
+    countries: list[str] = []
+    subdivisions: list[str] = []
+    disputed = False
     for a in located:
-        # A source that files an occupied region under another country (Crimea under RU) is
-        # a dispute in itself, whatever the other sources say.
-        if (
-            a.subdivision is not None
-            and a.country is not None
-            and subdivision_country(a.subdivision) != a.country
-        ):
-            disputed = True
+        c, s = a.country, a.subdivision
+        if c is not None:
+            countries.append(c)
+        if s is not None:
+            subdivisions.append(s)
+            # A source that files an occupied region under another country (Crimea under RU)
+            # is a dispute in itself, whatever the other sources say.
+            if c is not None and _sub_country(s) != c:
+                disputed = True
+    if not disputed:
+        disputed = _differ(countries) or _differ(subdivisions)
     country = _pick(countries, consensus)
     # The subdivision must belong with the chosen country: named by a source that gave that
     # country, or an ISO 3166-2 code of it.
-    candidates = [
-        a.subdivision
-        for a in located
-        if a.subdivision is not None
-        and (a.country == country or subdivision_country(a.subdivision) == country)
-    ]
-    subdivision = _pick(candidates, consensus)
-    if subdivision is None and consensus is Consensus.ANY and subdivisions:
-        # Compliance wants the most specific territory any source names, even when the
-        # source that names it disagrees on the country (Luhansk filed under RU elsewhere).
-        subdivision = subdivisions[0]
-    territories: list[str] = []
-    if consensus is Consensus.ANY:
-        wanted = [country, subdivision, *countries, *subdivisions]
+    if subdivisions:
+        candidates = [
+            a.subdivision
+            for a in located
+            if a.subdivision is not None
+            and (a.country == country or _sub_country(a.subdivision) == country)
+        ]
+        subdivision = _pick(candidates, consensus)
+        if subdivision is None and consensus is Consensus.ANY:
+            # Compliance wants the most specific territory any source names, even when the
+            # source that names it disagrees on the country (Luhansk filed under RU elsewhere).
+            subdivision = subdivisions[0]
     else:
-        wanted = [country, subdivision]
-    for t in wanted:
-        if t is not None and t not in territories:
-            territories.append(t)
+        subdivision = None
+    if consensus is Consensus.ANY and (disputed or len(countries) > 1 or len(subdivisions) > 1):
+        territories: list[str] = []
+        for t in (country, subdivision, *countries, *subdivisions):
+            if t is not None and t not in territories:
+                territories.append(t)
+    else:  # the other names are all the same as the chosen ones
+        territories = [t for t in (country, subdivision) if t is not None]
     if country is None and subdivision is None:
-        flags.add(Flag.UNKNOWN)
+        bits |= _UNKNOWN_BIT
     if disputed:
-        flags.add(Flag.DISPUTED)
+        bits |= _DISPUTED_BIT
     asn = org = None
     for a in answers:
         if a.asn is not None:
@@ -117,10 +124,48 @@ def make_origin(answers: Sequence[SourceAnswer], consensus: Consensus) -> Origin
         territories=tuple(territories),
         asn=asn,
         org=org,
-        flags=_interned(frozenset(flags)),
+        flags=_flag_set(bits),
         sources=tuple(answers),
         consensus=consensus,
     )
+
+
+def _differ(values: list[str]) -> bool:
+    """True if ``values`` holds two different values."""
+    if len(values) < 2:
+        return False
+    first = values[0]
+    return any(v != first for v in values)
+
+
+_SUB_COUNTRY: dict[str, str] = {}
+
+
+def _sub_country(code: str) -> str:
+    """:func:`subdivision_country`, remembered (a few thousand codes at most)."""
+    got = _SUB_COUNTRY.get(code)
+    if got is None:
+        got = subdivision_country(code)
+        if len(_SUB_COUNTRY) < 65536:
+            _SUB_COUNTRY[code] = got
+    return got
+
+
+_KIND_BITS: Final = {kind: FLAG_BITS[flag] for kind, flag in _KIND_FLAGS.items()}
+_UNKNOWN_BIT: Final = FLAG_BITS[Flag.UNKNOWN]
+_DISPUTED_BIT: Final = FLAG_BITS[Flag.DISPUTED]
+_BY_BITS: dict[int, frozenset[Flag]] = {}
+_PRIVATE: Final = frozenset({Flag.PRIVATE})
+
+
+def _flag_set(bits: int) -> frozenset[Flag]:
+    """The interned set of flags of a bit mask."""
+    got = _BY_BITS.get(bits)
+    if got is None:
+        got = _BY_BITS[bits] = _interned(
+            frozenset(flag for flag, bit in FLAG_BITS.items() if bits & bit)
+        )
+    return got
 
 
 _FLAG_SETS: dict[frozenset[Flag], frozenset[Flag]] = {}
