@@ -406,14 +406,17 @@ def _query(files: Sequence[str], fmt: str, fields: FieldMap) -> str:
 
 
 def _batches(files: Sequence[str], fmt: str, fields: FieldMap, batch_size: int,
-             threads: int | None) -> Iterator[Any]:  # fmt: skip
+             threads: int | None) -> Iterator[_Lines]:  # fmt: skip
+    """The lines of ``files`` in batches, read and joined in one thread and made ready for
+    numpy (:func:`_prepare`) in another, while the caller works on the batch before."""
     import duckdb
 
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would mix in
     try:
         reader = con.sql(_query(files, fmt, fields)).to_arrow_reader(batch_size)
-        yield from _prefetch(_coalesced(reader, batch_size))
+        # Two threads: one drives DuckDB, one prepares what it hands over.
+        yield from _prefetch(map(_prepare, _prefetch(_coalesced(reader, batch_size))))
     except duckdb.Error as exc:
         raise RegiongateError(f"reading {', '.join(files)}: {str(exc).splitlines()[0]}") from None
     finally:
@@ -427,6 +430,41 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, batch_size: int,
 
 
 _CSV_REJECTS: list[int] = []
+
+
+@dataclass(slots=True)
+class _Lines:
+    """A batch of lines as numpy columns: what needs no state of the replay's, computed in
+    the reading thread (Arrow and numpy release the GIL: on 2 cores this overlaps with the
+    decisions on the batch before)."""
+
+    batch: Any  # the Arrow batch: its text, for the lines the exact resolver takes
+    ts: npt.NDArray[np.float64]
+    peer_v4: npt.NDArray[np.uint64]
+    peer_is_v4: npt.NDArray[np.bool_]
+    has_peer: npt.NDArray[np.bool_]
+    chain: list[npt.NDArray[Any]]  # _chain_cols
+    org_index: npt.NDArray[np.int64]  # into org_names; -1: no organisation
+    org_names: list[str]
+
+
+def _prepare(batch: Any) -> _Lines:
+    import pyarrow.compute as pc
+
+    peer = batch.column("peer")
+    peer_v4, peer_is_v4 = parse_v4_repeated(peer)
+    orgs = pc.dictionary_encode(batch.column("org"))
+    return _Lines(
+        batch=batch,
+        ts=np.asarray(batch.column("ts").to_numpy(zero_copy_only=False), dtype=np.float64),
+        peer_v4=peer_v4,
+        peer_is_v4=peer_is_v4,
+        # a line without a client address is malformed (a blank one is read as unreadable)
+        has_peer=np.asarray(pc.greater(pc.binary_length(peer), 0).fill_null(False)),
+        chain=_chain_cols(batch.column("xff")),
+        org_index=orgs.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
+        org_names=orgs.dictionary.to_pylist(),
+    )
 
 
 def _coalesced(reader: Any, rows: int) -> Iterator[Any]:
@@ -709,7 +747,6 @@ def replay(
     walkable = min(3, config.hop_limit + 1)
     nets = _nets(config)
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     nrows = len(snapshot._row_flags)  # the row count of this snapshot
     main = _Decider(policy, snapshot, at, nrows)
@@ -725,18 +762,12 @@ def replay(
     org_names: list[str] = []
     _CSV_REJECTS.clear()
 
-    for batch in _batches(files, fmt, fields, batch_size, threads):
-        n = batch.num_rows
+    for lines in _batches(files, fmt, fields, batch_size, threads):
+        n = len(lines.ts)
         report.total_lines += n
-        cols = {name: batch.column(name) for name in batch.schema.names}
-        ts = cols["ts"].to_numpy(zero_copy_only=False)
-        ts = np.asarray(ts, dtype=np.float64)
-        peer_text = cols["peer"]
-        peer_v4, peer_is_v4 = parse_v4_repeated(peer_text)
-        # a line without a client address is malformed (a blank one is read as unreadable)
-        has_peer = np.asarray(pc.greater(pc.binary_length(peer_text), 0).fill_null(False))
-        xff_n, last_v4, last_is_v4, p1_v4, p1_ok, p2_v4, p2_ok = _chain_cols(cols["xff"])
-        ok = has_peer & np.isfinite(ts)
+        ts, peer_v4, peer_is_v4 = lines.ts, lines.peer_v4, lines.peer_is_v4
+        xff_n, last_v4, last_is_v4, p1_v4, p1_ok, p2_v4, p2_ok = lines.chain
+        ok = lines.has_peer & np.isfinite(ts)
         bad = ~ok
         if bad.any():
             report.malformed += int(bad.sum())
@@ -769,8 +800,8 @@ def replay(
         if slow.any():
             where = np.flatnonzero(slow)
             picked = pa.array(where)
-            peers = peer_text.take(picked).to_pylist()
-            raw = cols["xff"].take(picked).to_pylist()
+            peers = lines.batch.column("peer").take(picked).to_pylist()
+            raw = lines.batch.column("xff").take(picked).to_pylist()
             for j, i in enumerate(where.tolist()):
                 peer, chain = peers[j].strip(), (raw[j] or "").strip() or None
                 key = (peer, chain)
@@ -802,11 +833,9 @@ def replay(
             other.fill(rows[ok])
             other_action = other.actions(rows, other.segments(np.nan_to_num(ts)))
         # organisations
-        org_col = cols["org"]
-        enc = org_col.dictionary_encode()
-        idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        idx = lines.org_index
         local = []
-        for name in enc.dictionary.to_pylist():
+        for name in lines.org_names:
             code = org_codes.get(name)
             if code is None:
                 code = org_codes[name] = len(org_names)
