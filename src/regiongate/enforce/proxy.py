@@ -1,11 +1,13 @@
 """The reverse proxy: an ASGI app that forwards to one upstream, streaming both ways.
 
-Why aiohttp: measured here against httpx on the same loopback upstream, 32 concurrent
-keep-alive connections, aiohttp's client made ~18k requests/s and httpx's ~0.7k (docs/gateway.md).
+HTTP goes through :mod:`.upstream`, a lean HTTP/1.1 client of our own (httptools parsing,
+pooled keep-alive connections); WebSockets through aiohttp's client. Why: docs/gateway.md
+(aiohttp's client was ~18k requests/s against httpx's ~0.7k here, and then about half of the
+gateway's CPU per proxied request; the lean client takes a fraction of that).
 
 Bodies are never buffered: request bodies are forwarded chunk by chunk as the client sends
-them, responses chunk by chunk as the upstream sends them (``iter_any``), so Server-Sent
-Events reach the client token by token. A client that disconnects mid-stream cancels the
+them, responses chunk by chunk as the upstream sends them, so Server-Sent Events reach the
+client token by token. A client that disconnects mid-stream cancels the
 upstream request. Upstream failures before the response starts become a JSON 502 (cannot
 connect, reset) or 504 (timeout); after it started, the connection is aborted so the client
 sees a truncated response rather than a false end.
@@ -24,6 +26,7 @@ import aiohttp
 
 from regiongate.enforce.asgi import Message, Receive, Scope, Send
 from regiongate.enforce.responses import error_body, send_json
+from regiongate.enforce.upstream import UpstreamPool, UpstreamResponse
 
 __all__ = ["ReverseProxy", "UpstreamError"]
 
@@ -55,10 +58,14 @@ class UpstreamError(Exception):
 
 
 def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The fields not to forward: the standard hop-by-hop ones, plus any that a
+    ``Connection`` field names (names are lower-case, as ASGI and httptools give them)."""
+    named = [value for name, value in headers if name == b"connection"]
+    if not named:
+        return HOP_BY_HOP
     names = set(HOP_BY_HOP)
-    for name, value in headers:
-        if name.lower() == b"connection":
-            names.update(v.strip().lower() for v in value.split(b","))
+    for value in named:
+        names.update(v.strip().lower() for v in value.split(b","))
     return frozenset(names)
 
 
@@ -87,7 +94,13 @@ class ReverseProxy:
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # WebSockets
+        self._pool = UpstreamPool(
+            upstream,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_connections=max_connections,
+        )
         self._on_error = on_error or (lambda kind: None)
 
     def _client(self) -> aiohttp.ClientSession:
@@ -103,6 +116,7 @@ class ReverseProxy:
         return self._session
 
     async def close(self) -> None:
+        await self._pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -119,21 +133,36 @@ class ReverseProxy:
             url = "ws" + url[4:]  # http → ws, https → wss
         return url
 
-    def _forward_headers(self, scope: Scope, websocket: bool = False) -> list[tuple[str, str]]:
+    def _target(self, scope: Scope) -> bytes:
+        path = scope.get("raw_path") or scope["path"].encode()
+        if isinstance(path, str):
+            path = path.encode("latin-1")
+        query: bytes = scope.get("query_string", b"")
+        target: bytes = self._base_path.encode("latin-1") + path
+        return target + b"?" + query if query else target
+
+    def _forward_headers(
+        self, scope: Scope, websocket: bool = False, chunked: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        """The client's headers for the upstream: hop-by-hop ones (and ``Host``) dropped,
+        ``X-Forwarded-For/-Host/-Proto`` set. ASGI header names are lower-case already."""
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         drop = _hop_by_hop(raw) | {b"host"}
         if websocket:
             drop |= _WS_HANDSHAKE
-        out = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw if n.lower() not in drop]
+        if chunked:
+            drop |= {b"content-length"}  # the body is re-framed as chunked
         client = scope.get("client")
-        prior = [v.decode("latin-1") for n, v in raw if n == b"x-forwarded-for"]
         if client:
-            out = [(n, v) for n, v in out if n.lower() != "x-forwarded-for"]
-            out.append(("X-Forwarded-For", ", ".join([*prior, client[0]])))
-        host = next((v.decode("latin-1") for n, v in raw if n == b"host"), None)
+            drop |= {b"x-forwarded-for"}
+        out = [(n, v) for n, v in raw if n not in drop]
+        if client:
+            prior = [v for n, v in raw if n == b"x-forwarded-for"]
+            out.append((b"x-forwarded-for", b", ".join([*prior, client[0].encode("latin-1")])))
+        host = next((v for n, v in raw if n == b"host"), None)
         if host:
-            out.append(("X-Forwarded-Host", host))
-        out.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
+            out.append((b"x-forwarded-host", host))
+        out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
         return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -177,9 +206,9 @@ class ReverseProxy:
                     return
 
         headers = scope["headers"]
-        has_body = any(
-            (n == b"content-length" and v.strip() not in (b"", b"0")) or n == b"transfer-encoding"
-            for n, v in headers
+        chunked = any(n == b"transfer-encoding" for n, _ in headers)
+        has_body = chunked or any(
+            n == b"content-length" and v.strip() not in (b"", b"0") for n, v in headers
         )
         if not has_body:
             body_done.set()
@@ -198,7 +227,7 @@ class ReverseProxy:
 
         timer = asyncio.get_running_loop().call_later(_WATCH_AFTER, start_watching)
         try:
-            await self._exchange(scope, send, body() if has_body else None)
+            await self._exchange(scope, send, body() if has_body else None, chunked)
         except asyncio.CancelledError:
             if not gone:
                 raise  # not the client leaving: shutdown, or the server's own cancel
@@ -216,38 +245,40 @@ class ReverseProxy:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
 
-    async def _exchange(self, scope: Scope, send: Send, data: AsyncIterator[bytes] | None) -> None:
-        session = self._client()
+    async def _exchange(
+        self, scope: Scope, send: Send, data: AsyncIterator[bytes] | None, chunked: bool
+    ) -> None:
         started = False
+        response: UpstreamResponse | None = None
         try:
-            async with session.request(
+            response = await self._pool.request(
                 scope["method"],
-                self._url(scope),
-                headers=self._forward_headers(scope),
-                data=data,
-                allow_redirects=False,
-                compress=None,
-            ) as resp:
-                drop = _hop_by_hop(list(resp.raw_headers))
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": resp.status,
-                        "headers": [
-                            (n.lower(), v) for n, v in resp.raw_headers if n.lower() not in drop
-                        ],
-                    }
-                )
-                started = True
-                async for chunk in resp.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                self._target(scope),
+                self._forward_headers(scope, chunked=chunked),
+                data,
+                chunked=chunked,
+            )
+            drop = _hop_by_hop(response.headers)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": [(n, v) for n, v in response.headers if n not in drop],
+                }
+            )
+            started = True
+            async for chunk in response.body():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError as exc:
             await self._fail(
                 send, started, 504, "upstream_timeout", "The upstream did not answer in time", exc
             )
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:  # cannot connect, reset, closed, not HTTP (UpstreamBroken)
             await self._fail(send, started, 502, "bad_gateway", "The upstream is unavailable", exc)
+        finally:
+            if response is not None:
+                response.release()
 
     async def _fail(
         self, send: Send, started: bool, status: int, code: str, message: str, exc: BaseException
@@ -269,7 +300,10 @@ class ReverseProxy:
         try:
             upstream = await self._client().ws_connect(
                 self._url(scope, websocket=True),
-                headers=self._forward_headers(scope, websocket=True),
+                headers=[
+                    (n.decode("latin-1"), v.decode("latin-1"))
+                    for n, v in self._forward_headers(scope, websocket=True)
+                ],
                 protocols=protocols,
                 autoping=True,
             )
