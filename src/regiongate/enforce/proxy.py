@@ -85,22 +85,19 @@ class ReverseProxy:
         max_connections: int = 512,
         on_error: Any = None,
     ) -> None:
-        parts = urlsplit(upstream)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise ValueError(f"upstream {upstream!r} must be an http:// or https:// URL")
-        self.upstream = upstream.rstrip("/")
-        self._base_path = parts.path.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        )
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None  # WebSockets
-        self._pool = UpstreamPool(
+        self._pool = UpstreamPool(  # checks the URL: ValueError
             upstream,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_connections=max_connections,
         )
+        self.upstream = upstream.rstrip("/")
+        self._base_path = urlsplit(upstream).path.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None  # WebSockets
         self._on_error = on_error or (lambda kind: None)
 
     def _client(self) -> aiohttp.ClientSession:

@@ -180,27 +180,22 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _wait(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter)
+        """Until the parser has news (or ``timeout`` seconds: ``TimeoutError``)."""
+        self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await waiter
+            await _within(self._waiter, timeout)
         finally:
-            timer.cancel()
             self._waiter = None
 
     async def write(self, data: bytes, timeout: float) -> None:
         if self.lost or self.transport is None:
             raise self.error or UpstreamBroken("the upstream closed the connection")
         self.transport.write(data)
-        if self._write_paused:
-            loop = asyncio.get_running_loop()
-            drained = self._drained = loop.create_future()
-            timer = loop.call_later(timeout, _expire, drained)
+        if self._write_paused:  # until the upstream has read enough of it
+            self._drained = asyncio.get_running_loop().create_future()
             try:
-                await drained
+                await _within(self._drained, timeout)
             finally:
-                timer.cancel()
                 self._drained = None
 
     async def response(self, timeout: float) -> None:
@@ -241,6 +236,16 @@ class _Connection(asyncio.Protocol):
             and self.keep_alive
             and not self.chunks
         )
+
+
+async def _within(future: asyncio.Future[None], timeout: float) -> None:
+    """Await ``future``, failing it with ``TimeoutError`` after ``timeout`` seconds (a timer
+    handle: cheaper than ``asyncio.timeout`` on a path taken once per chunk)."""
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
 
 
 def _expire(future: asyncio.Future[None]) -> None:
