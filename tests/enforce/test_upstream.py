@@ -4,7 +4,9 @@ side writes is exactly what the test says, so framing, reuse and failures are pi
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -266,3 +268,52 @@ def test_bad_upstream_url() -> None:
     for url in ("ftp://x", "http://", "localhost:80"):
         with pytest.raises(ValueError, match="http"):
             UpstreamPool(url)
+
+
+def test_https_upstream_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An https:// upstream: the certificate is checked against the trust store (here a
+    throwaway CA given by SSL_CERT_FILE, as OpenSSL reads it), and its name against the host."""
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def main(trusted: bool) -> None:
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                await _head(r)
+                w.write(OK)
+                await w.drain()
+            except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                w.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        if trusted:
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        else:
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        pool = UpstreamPool(f"https://127.0.0.1:{port}")
+        try:
+            if trusted:
+                assert await _get(pool) == (200, b"ok")
+            else:
+                with pytest.raises(ssl.SSLCertVerificationError):
+                    await _get(pool)
+        finally:
+            await pool.close()
+            server.close()
+
+    asyncio.run(main(trusted=True))
+    asyncio.run(main(trusted=False))
