@@ -1,13 +1,15 @@
 """Replay access logs against a policy: who would it block, from where, since when.
 
 The replay is columnar end to end, as DESIGN.md asks: DuckDB reads the logs (JSON lines,
-CSV, Parquet, nginx combined; gzip and zstd by extension), parses times and turns IPv4
-strings into integers in SQL, and hands Arrow batches of ``batch_size`` rows to numpy, so
-memory stays bounded whatever the log's size. Per batch:
+CSV, Parquet, nginx combined; gzip and zstd by extension) and parses times, and hands Arrow
+batches of ``batch_size`` rows to numpy, so memory stays bounded whatever the log's size. A
+second thread turns each batch's distinct IPv4 peers into integers and cuts its distinct
+forwarding headers into entries (numpy over the Arrow buffers) while the main thread works
+on the batch before. Per batch:
 
 1. **Client address.** A line whose peer is not a trusted proxy is its own client. A trusted
-   peer's client is the right-most ``X-Forwarded-For`` entry when that entry is an untrusted
-   IPv4 address. Everything else (IPv6, ports, brackets, several trusted hops, garbage) goes
+   peer's client is found by walking its ``X-Forwarded-For`` entries right to left, in numpy,
+   for chains of up to three IPv4 entries within the hop limit. Everything else (IPv6, ports, brackets, several trusted hops, garbage) goes
    through :class:`regiongate.clientip.ClientResolver` itself, one distinct (peer, chain) at a
    time, memoised — exactly the gateway's rules.
 2. **Intel.** ``Snapshot.rows_v4`` maps the integers to snapshot rows (57M/s).
@@ -16,7 +18,7 @@ memory stays bounded whatever the log's size. Per batch:
    ``policy.decide`` and the answers are gathered with numpy. Lines of exempt organisations or
    from exempt networks are decided one by one with their account and address.
 4. **Aggregates** by (phase, action, territory), by organisation, by organisation and
-   territory, and by day, with ``np.unique``/``bincount``.
+   territory, and by day, with ``bincount`` (``np.unique`` where keys are sparse).
 
 A line is **affected** when the policy blocks its client once enforcement is on (the decision
 at ``max(line time, enforce_from)``, or at ``--at``), whatever the phase at the time. A line
