@@ -9,9 +9,9 @@ on the batch before. Per batch:
 
 1. **Client address.** A line whose peer is not a trusted proxy is its own client. A trusted
    peer's client is found by walking its ``X-Forwarded-For`` entries right to left, in numpy,
-   for chains of up to three IPv4 entries within the hop limit. Everything else (IPv6, ports, brackets, several trusted hops, garbage) goes
-   through :class:`regiongate.clientip.ClientResolver` itself, one distinct (peer, chain) at a
-   time, memoised — exactly the gateway's rules.
+   for chains of up to three IPv4 entries within the hop limit. Everything else (IPv6, ports,
+   brackets, longer chains, garbage) goes through :class:`regiongate.clientip.ClientResolver`
+   itself, one distinct (peer, chain) at a time, memoised — exactly the gateway's rules.
 2. **Intel.** ``Snapshot.rows_v4`` maps the integers to snapshot rows (57M/s).
 3. **Policy.** Decisions depend on the row and on the phase the line's time falls in (before
    notice, notice, enforcement), so each distinct (row, phase) is decided once with the real

@@ -54,11 +54,13 @@ class _Connection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._write_paused = False
         self._reading_paused = False
+        # One parser for the connection's life: after a complete answer it is ready for the
+        # next one (a connection is reused only then).
+        self.parser = httptools.HttpResponseParser(self)
         self._begin(head=False)
 
     def _begin(self, *, head: bool) -> None:
         """Fresh state for the next exchange."""
-        self.parser = httptools.HttpResponseParser(self)
         self.head = head
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
