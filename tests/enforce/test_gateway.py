@@ -328,6 +328,28 @@ def test_forwarding_headers_to_upstream(gateway: tuple[int, GatewayApp]) -> None
     assert "x-secret-hop" not in seen
 
 
+def test_body_framing_cannot_be_dropped_by_the_client(gateway: tuple[int, GatewayApp]) -> None:
+    """``Connection: content-length`` must not strip the body's length on the way upstream:
+    the upstream would read the body as a request of its own (request smuggling)."""
+    port, _ = gateway
+
+    async def go() -> tuple[dict[str, str], int]:
+        smuggled = b"GET /gated/headers HTTP/1.1\r\nhost: x\r\n\r\n"
+        async with aiohttp.ClientSession() as s:
+            async with s.post(
+                f"http://127.0.0.1:{port}/gated/headers",
+                data=smuggled,
+                headers={"X-Forwarded-For": US, "Connection": "content-length"},
+            ) as r:
+                seen = dict(await r.json())
+            async with s.get(f"http://127.0.0.1:{port}/gated/headers",
+                             headers={"X-Forwarded-For": US}) as r2:  # fmt: skip
+                return seen, len(dict(await r2.json()))
+
+    seen, _ = asyncio.run(go())
+    assert seen["content-length"] == str(len(b"GET /gated/headers HTTP/1.1\r\nhost: x\r\n\r\n"))
+
+
 def test_untrusted_peer_cannot_spoof_through_the_proxy(
     tiny_snapshot_path: Path, upstream: int
 ) -> None:

@@ -102,7 +102,7 @@ def test_closed_keep_alive_connection_is_retried_without_a_body() -> None:
     assert run(handler, test) == [0, 1]
 
 
-def test_closed_connection_with_a_body_is_not_resent() -> None:
+def test_closed_connection_with_a_body_or_not_idempotent_is_not_resent() -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         head = await _head(r)
         if b"content-length: 3" in head:
@@ -111,12 +111,32 @@ def test_closed_connection_with_a_body_is_not_resent() -> None:
         await w.drain()
         await _head(r)
 
-    async def test(pool: UpstreamPool, seen: list[int]) -> None:
-        assert await _get(pool) == (200, b"ok")
-        with pytest.raises(UpstreamBroken):
-            await _get(pool, "POST", _chunks(b"abc"), headers=[(b"content-length", b"3")])
+    for method, body, headers in (("POST", _chunks(b"abc"), [(b"content-length", b"3")]),
+                                  ("POST", None, [])):  # fmt: skip
 
-    assert run(handler, test) == [0]
+        async def test(pool: UpstreamPool, seen: list[int]) -> None:
+            assert await _get(pool) == (200, b"ok")
+            with pytest.raises(UpstreamBroken):
+                await _get(pool, method, body, headers=headers)  # noqa: B023
+
+        assert run(handler, test) == [0]
+
+
+def test_idle_connections_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    import regiongate.enforce.upstream as upstream
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _head(r)
+            w.write(OK)
+            await w.drain()
+
+    async def test(pool: UpstreamPool, seen: list[int]) -> None:
+        for _ in range(3):
+            assert await _get(pool) == (200, b"ok")
+
+    monkeypatch.setattr(upstream, "_IDLE_MAX", -1.0)  # every idle connection is too old
+    assert run(handler, test) == [0, 1, 2]
 
 
 def test_chunked_request_body_is_reframed() -> None:
@@ -182,15 +202,27 @@ def test_answer_framing(answer: bytes, body: bytes) -> None:
     run(handler, test)
 
 
-def test_early_answer_ends_the_upload() -> None:
-    """An upstream that refuses a body before reading it (413) gets its answer through, and
-    the connection, with the body half sent, is not reused."""
+def test_early_answer_ends_the_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upstream that reads no body and answers (413) while the proxy waits for it to read
+    gets its answer through at once (not a 504 after the read timeout), and the connection,
+    with the body half sent, is not reused."""
+    import regiongate.enforce.upstream as upstream
+
+    stop, stalled = asyncio.Event(), asyncio.Event()
+    pause = upstream._Connection.pause_writing
+
+    def paused(self: upstream._Connection) -> None:
+        stalled.set()  # the proxy's writes have backed up: it is waiting for the upstream
+        pause(self)
+
+    monkeypatch.setattr(upstream._Connection, "pause_writing", paused)
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await _head(r)
+        await stalled.wait()
         w.write(b"HTTP/1.1 413 Too Large\r\ncontent-length: 3\r\n\r\nbig")
         await w.drain()
-        await r.read()
+        await stop.wait()  # reads nothing more: the proxy's writes back up
 
     async def endless() -> AsyncIterator[bytes]:
         for _ in range(10_000):
@@ -198,11 +230,34 @@ def test_early_answer_ends_the_upload() -> None:
             await asyncio.sleep(0)
 
     async def test(pool: UpstreamPool, seen: list[int]) -> None:
-        got = await _get(pool, "POST", endless(), headers=[(b"content-length", b"655360000")])
-        assert got == (413, b"big")
-        assert not pool._idle
+        try:
+            got = await _get(pool, "POST", endless(), headers=[(b"content-length", b"655360000")])
+            assert got == (413, b"big")
+            assert not pool._idle
+        finally:
+            stop.set()
 
-    run(handler, test)
+    run(handler, test, read_timeout=3)  # a TimeoutError here is the bug
+
+
+def test_a_second_answer_is_not_taken_for_the_next() -> None:
+    """An upstream that answers twice to one request: the first answer is read whole (its
+    headers alone), and the connection is never reused for the next request."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await _head(r)
+        w.write(OK + b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-extra: 1\r\n\r\nextra")
+        await w.drain()
+        await r.read()
+
+    async def test(pool: UpstreamPool, seen: list[int]) -> None:
+        resp = await pool.request("GET", b"/", [])
+        assert resp.headers == [(b"content-length", b"2")]
+        assert b"".join([c async for c in resp.body()]) == b"ok"
+        resp.release()
+        assert await _get(pool) == (200, b"ok")
+
+    assert run(handler, test) == [0, 1]
 
 
 def test_not_http_and_reset_are_broken() -> None:
@@ -317,3 +372,53 @@ def test_https_upstream_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     asyncio.run(main(trusted=True))
     asyncio.run(main(trusted=False))
+
+
+# --- through the proxy (driven over ASGI, as uvicorn drives it) ---------------------------------
+
+
+def test_client_leaving_mid_upload_never_completes_the_body_upstream() -> None:
+    """A chunked upload cut short by the client's disconnect must not reach the upstream as a
+    complete body (no final empty chunk): the upstream sees the connection drop instead."""
+    from regiongate.enforce.proxy import ReverseProxy
+
+    async def main() -> list[str]:
+        seen: list[str] = []
+        done = asyncio.Event()
+
+        async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                await _head(r)
+                await r.readuntil(b"0\r\n\r\n")
+                seen.append("complete")
+                w.write(OK)
+                await w.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                seen.append("cut")
+            finally:
+                done.set()
+                w.close()
+
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        proxy = ReverseProxy(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        messages = [{"type": "http.request", "body": b"first half", "more_body": True},
+                    {"type": "http.disconnect"}]  # fmt: skip
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/up", "raw_path": b"/up",
+                 "query_string": b"", "client": ("203.0.113.9", 1234),
+                 "headers": [(b"host", b"gw"), (b"transfer-encoding", b"chunked")]}  # fmt: skip
+        await proxy(scope, receive, send)  # type: ignore[arg-type]
+        await asyncio.wait_for(done.wait(), 10)
+        await proxy.close()
+        server.close()
+        assert sent == []  # nobody left to answer
+        return seen
+
+    assert asyncio.run(main()) == ["cut"]

@@ -57,6 +57,10 @@ class UpstreamError(Exception):
     """The upstream failed mid-response; the client connection is aborted."""
 
 
+class _ClientGone(Exception):
+    """The client disconnected while its request body was being forwarded."""
+
+
 def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """The fields not to forward: the standard hop-by-hop ones, plus any that a
     ``Connection`` field names (names are lower-case, as ASGI and httptools give them)."""
@@ -142,17 +146,24 @@ class ReverseProxy:
         self, scope: Scope, websocket: bool = False, chunked: bool = False
     ) -> list[tuple[bytes, bytes]]:
         """The client's headers for the upstream: hop-by-hop ones (and ``Host``) dropped,
-        ``X-Forwarded-For/-Host/-Proto`` set. ASGI header names are lower-case already."""
+        ``X-Forwarded-For/-Host/-Proto`` set. ASGI header names are lower-case already.
+
+        The body's framing is the proxy's, never the client's to remove: ``Content-Length``
+        goes on as the client sent it (what the body reader delivers), whatever a
+        ``Connection`` field names; a chunked body is re-framed by the upstream client. (A
+        client that named ``content-length`` in ``Connection`` would otherwise have its body
+        read by the upstream as a request of its own, on a connection then reused.)"""
         raw: list[tuple[bytes, bytes]] = scope["headers"]
-        drop = _hop_by_hop(raw) | {b"host"}
+        drop = _hop_by_hop(raw) | {b"host", b"content-length"}
         if websocket:
             drop |= _WS_HANDSHAKE
-        if chunked:
-            drop |= {b"content-length"}  # the body is re-framed as chunked
         client = scope.get("client")
         if client:
             drop |= {b"x-forwarded-for"}
         out = [(n, v) for n, v in raw if n not in drop]
+        length = next((v for n, v in raw if n == b"content-length"), None)
+        if length is not None and not chunked and not websocket:
+            out.append((b"content-length", length))
         if client:
             prior = [v for n, v in raw if n == b"x-forwarded-for"]
             out.append((b"x-forwarded-for", b", ".join([*prior, client[0].encode("latin-1")])))
@@ -189,12 +200,15 @@ class ReverseProxy:
                 task.cancel()
 
         async def body() -> AsyncIterator[bytes]:
+            nonlocal gone
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
+                    # Raised, not returned: a body cut short must never look complete to the
+                    # upstream (a chunked one would get its final empty chunk).
                     body_done.set()
-                    client_gone()
-                    return
+                    gone = True
+                    raise _ClientGone
                 chunk = message.get("body", b"")
                 if chunk:
                     yield chunk
@@ -233,6 +247,8 @@ class ReverseProxy:
         except UpstreamError:
             if not gone:
                 raise
+            self._on_error("client_disconnect")
+        except _ClientGone:
             self._on_error("client_disconnect")
         finally:
             finished = True

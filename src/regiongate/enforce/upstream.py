@@ -36,6 +36,12 @@ __all__ = ["UpstreamBroken", "UpstreamPool", "UpstreamResponse"]
 
 # Response bytes held for a slow client before reading from the upstream pauses.
 _HIGH_WATER: Final = 1 << 20
+# Methods sent again after the keep-alive race (RFC 9110 9.2.2).
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# An idle connection older than this is closed rather than reused: upstreams close idle
+# keep-alive connections (gunicorn after 2 s, uvicorn 5 s, nginx 75 s), and a request with a
+# body sent on one that is just closing cannot be sent again.
+_IDLE_MAX: Final = 1.5
 
 
 class UpstreamBroken(ConnectionError):
@@ -50,6 +56,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.reused = False
+        self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._write_paused = False
@@ -92,6 +99,9 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamBroken("the upstream switched protocols on a plain request"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamBroken(f"the upstream's answer is not HTTP: {exc}"))
+        else:
+            if self.error is not None:  # set by a callback: a second answer
+                self._abort()
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -122,8 +132,13 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request: nothing of it is read
+            self.error = self.error or UpstreamBroken("the upstream sent more than its answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        if not self.complete:
+            self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         if self.complete:  # a second answer to one request
@@ -137,6 +152,8 @@ class _Connection(asyncio.Protocol):
         self.headers_done = True
         # (llhttp answers this only inside the message's callbacks)
         self.keep_alive = self.parser.should_keep_alive()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)  # an early answer: the body need not be sent on
         if self.head or status in (204, 304):
             self.complete = True
         else:
@@ -312,11 +329,16 @@ class UpstreamPool:
 
     async def _acquire(self) -> _Connection:
         while True:
+            now = asyncio.get_running_loop().time()
             while self._idle:
                 conn = self._idle.pop()  # the most recently used: the least likely to be stale
-                if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
-                    conn.reused = True
-                    return conn
+                if conn.lost or conn.transport is None or conn.transport.is_closing():
+                    continue
+                if now - conn.idle_since > _IDLE_MAX:
+                    conn.transport.abort()  # connection_lost counts it out
+                    continue
+                conn.reused = True
+                return conn
             if self._open < self.max_connections:
                 return await self._connect()
             waiter = asyncio.get_running_loop().create_future()
@@ -335,20 +357,29 @@ class UpstreamPool:
             raise UpstreamBroken("the upstream pool is closed")
         loop = asyncio.get_running_loop()
         self._open += 1
+        made: list[_Connection] = []
+
+        def protocol() -> _Connection:
+            made.append(_Connection(self))
+            return made[-1]
+
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl
-                )
+                await loop.create_connection(protocol, self.host, self.port, ssl=self.ssl)
         except BaseException:
-            self._open -= 1
-            self._wake_one()
+            if made and made[0].transport is not None:
+                # Connected, then cancelled: its connection_lost counts it out.
+                made[0].transport.abort()
+            else:
+                self._open -= 1
+                self._wake_one()
             raise
-        return conn
+        return made[0]
 
     def _release(self, conn: _Connection) -> None:
         if conn.reusable and not self._closed:
             conn.reused = False  # (its state is made fresh when it is next used)
+            conn.idle_since = asyncio.get_running_loop().time()
             self._idle.append(conn)
             self._wake_one()
         elif not conn.lost and conn.transport is not None:
@@ -399,9 +430,11 @@ class UpstreamPool:
                 await conn.response(self.read_timeout)
             except UpstreamBroken:
                 self._release(conn)
-                # A kept-alive connection the upstream closed before reading this request:
-                # nothing of it was answered, so a request without a body is sent again.
-                if attempt == 0 and conn.reused and not conn.got_bytes and body is None:
+                # A kept-alive connection the upstream closed as this request went out (it
+                # may have read it: it did not answer): an idempotent request without a body
+                # is sent again on a new connection, as browsers, urllib3 and nginx do.
+                if (attempt == 0 and conn.reused and not conn.got_bytes and body is None
+                        and method in _IDEMPOTENT):  # fmt: skip
                     continue
                 raise
             except BaseException:
@@ -438,6 +471,9 @@ class UpstreamPool:
                 if chunk:
                     await conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk,
                                      timeout)  # fmt: skip
+                    if conn.headers_done:  # answered while the upstream was not reading
+                        conn.cut = True
+                        return
             if chunked:
                 await conn.write(b"0\r\n\r\n", timeout)
         except UpstreamBroken:
