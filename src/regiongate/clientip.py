@@ -543,16 +543,30 @@ class ClientResolver:
             if not self._xff:
                 return self._walk_forwarded(first, text, headers)
             comma = text.find(",")
-            # (A chain longer than _MAX_CHAIN is never remembered: do not hash a huge header.)
-            hops = chains.get(text[comma:]) if 0 < len(text) - comma <= _MAX_CHAIN else None
-            if hops is None:
-                return self._walk_xff(first, chains, text, headers)
-            # Every entry right of the first comma is a proven proxy: the left-most is the client.
-            entry = text[:comma].strip(" \t")
-            try:
-                value = _from_bytes(_pton(_AF_INET, entry), "big")
-            except (OSError, ValueError):
-                return self._walk_xff(first, chains, text, headers)
+            hops: tuple[str, ...] | None
+            if comma < 0:
+                # One entry (one proxy in front, the common case): an untrusted IPv4 address
+                # is the client, with no walk (anything else: the walk's rules).
+                entry = text.strip(" \t")
+                try:
+                    value = _from_bytes(_pton(_AF_INET, entry), "big")
+                except (OSError, ValueError):
+                    return self._walk_xff(first, chains, text, headers)
+                if _inside(self._nets, 4, value):
+                    return self._walk_xff(first, chains, text, headers)
+                hops = (first[0],) if first[1] else ()
+            else:
+                # (A chain longer than _MAX_CHAIN is never remembered: do not hash a huge one.)
+                hops = chains.get(text[comma:]) if len(text) - comma <= _MAX_CHAIN else None
+                if hops is None:
+                    return self._walk_xff(first, chains, text, headers)
+                # Every entry right of the first comma is a proven proxy: the left-most is the
+                # client.
+                entry = text[:comma].strip(" \t")
+                try:
+                    value = _from_bytes(_pton(_AF_INET, entry), "big")
+                except (OSError, ValueError):
+                    return self._walk_xff(first, chains, text, headers)
             if self._cdn:
                 return self._finish((entry, 4, value), XFF, hops, headers)
             result = _new(_Unfrozen)  # _answer((entry, 4, value), XFF, hops), inline
