@@ -402,7 +402,7 @@ def _sql_str(text: str) -> str:
 
 def _query(files: Sequence[str], fmt: str, fields: FieldMap) -> str:
     # Text crosses as it is: the addresses become integers in numpy (parse_v4, ~2x faster than
-    # SQL regexes), and the forwarding chain is cut into entries there too (_Chains: 1.8 CPU-s
+    # SQL regexes), and the forwarding chain is cut into entries there too (_cut_chains: 1.8 CPU-s
     # per 10M lines less than split_part in SQL).
     return f"WITH src AS ({_source_sql(files, fmt, fields)}) SELECT ts, peer, org, xff FROM src"
 
