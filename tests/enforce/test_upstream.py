@@ -298,7 +298,6 @@ def test_connections_are_capped_and_waiters_served() -> None:
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         while True:
             await _head(r)
-            await asyncio.sleep(0.01)
             w.write(OK)
             await w.drain()
 
