@@ -68,6 +68,14 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 
+async def keep_answering(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+    """A kept-alive upstream: ``OK`` to every request on the connection."""
+    while True:
+        await _head(r)
+        w.write(OK)
+        await w.drain()
+
+
 def test_keep_alive_connection_is_reused() -> None:
     heads: list[bytes] = []
 
@@ -125,18 +133,12 @@ def test_closed_connection_with_a_body_or_not_idempotent_is_not_resent() -> None
 def test_idle_connections_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     import regiongate.enforce.upstream as upstream
 
-    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
-        while True:
-            await _head(r)
-            w.write(OK)
-            await w.drain()
-
     async def test(pool: UpstreamPool, seen: list[int]) -> None:
         for _ in range(3):
             assert await _get(pool) == (200, b"ok")
 
     monkeypatch.setattr(upstream, "_IDLE_MAX", -1.0)  # every idle connection is too old
-    assert run(handler, test) == [0, 1, 2]
+    assert run(keep_answering, test) == [0, 1, 2]
 
 
 def test_chunked_request_body_is_reframed() -> None:
@@ -295,17 +297,11 @@ def test_read_timeout_mid_body() -> None:
 
 
 def test_connections_are_capped_and_waiters_served() -> None:
-    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
-        while True:
-            await _head(r)
-            w.write(OK)
-            await w.drain()
-
     async def test(pool: UpstreamPool, seen: list[int]) -> None:
         results = await asyncio.gather(*(_get(pool) for _ in range(20)))
         assert results == [(200, b"ok")] * 20
 
-    assert run(handler, test, max_connections=2) == [0, 1]
+    assert run(keep_answering, test, max_connections=2) == [0, 1]
 
 
 def test_cannot_connect_is_an_oserror() -> None:
