@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from regiongate.analytics.impact import FieldMap, replay, replay_reference
+from regiongate.analytics.impact import FieldMap, LineFilter, replay, replay_reference
 from regiongate.clientip import ClientIPConfig
 from regiongate.errors import RegiongateError
 from regiongate.intel.snapshot import Snapshot
@@ -134,7 +134,7 @@ def test_each_format_equals_the_reference(
     assert orgs["org-us"]["affected_requests"] == 0 and orgs["org-us"]["requests"] == 3
     assert orgs["org-crimea"]["unsupported_territories"] == {"UA-43": 1}
     assert orgs["org-bad"]["affected_requests"] == 1  # invalid client: api-2024 blocks
-    assert orgs["(none)"]["requests"] == 1
+    assert orgs["kid_0"]["requests"] == 1  # no organisation: its key id stands for one
     assert orgs["org-cn"]["first_seen"] == "2024-06-26T10:00:00+00:00"
 
 
@@ -208,16 +208,131 @@ def test_field_mapping(tmp_path: Path, snap: Snapshot) -> None:
     path = tmp_path / "custom.jsonl"
     with path.open("w") as fh:
         for t, peer, xff, org in LINES:
-            fh.write(
-                json.dumps({"@timestamp": t, "client": peer, "fwd": xff, "tenant": org}) + "\n"
-            )
-    fields = FieldMap.parse(["time=@timestamp", "peer=client", "xff=fwd", "org=tenant", "key="])
+            rec = {"@timestamp": t, "client": peer, "fwd": xff, "tenant": org, "api_key": "kid_0"}
+            fh.write(json.dumps(rec) + "\n")
+    fields = FieldMap.parse(["time=@timestamp", "peer=client", "xff=fwd", "org=tenant",
+                             "key=api_key"])  # fmt: skip
     write_jsonl(tmp_path / "std.jsonl", LINES, malformed=0)
     same(run([path], snap, fields=fields), run([tmp_path / "std.jsonl"], snap))
+    # without a key field a line without an organisation is no one's
+    orgs = run([path], snap, fields=FieldMap.parse(["key="], fields))["orgs"]
+    assert "(none)" in {o["org"] for o in orgs} and "kid_0" not in {o["org"] for o in orgs}
     with pytest.raises(RegiongateError, match="NAME=COLUMN"):
         FieldMap.parse(["where=x"])
     with pytest.raises(RegiongateError, match="needs a column"):
         FieldMap.parse(["time="])
+
+
+# (path, status, org, key) per line, over LINES' times and addresses: what the filter keeps,
+# whose the line is when it names no organisation.
+ROUTED: list[tuple[str | None, Any, str | None, str | None]] = [
+    ("/v1/chat/completions", 200, "org-us", "kid_us"),
+    ("/healthz", 200, "org-us", "kid_us"),  # not the API: filtered
+    ("/v1/embeddings", 429, None, "kid_cn"),  # the key's organisation (the store's)
+    ("/v1/chat/completions", 401, None, "kid_cn"),  # 4xx other than 429: filtered
+    ("/v1/models", "200", None, "kid_unknown"),  # a key no one owns: its own line in the report
+    ("/v1/chat/completions", 500, "org-cn", "kid_cn"),  # filtered
+    ("/v1/responses?stream=true", 204, None, None),  # no org, no key: (none)
+    ("/v2/x", 200, "org-crimea", None),  # filtered
+    (None, 200, "org-de", "kid_de"),  # no path: filtered
+    ("/v1/chat/completions", 2000, "org-de", None),  # not a status: filtered
+    ("/v1/chat/completions", None, "org-bad", None),  # no status: filtered
+    ("/v1/chat/completions", 201, None, None),
+    ("/v1/chat/completions", 299, "org-us", "kid_us"),
+]
+KEEP = LineFilter.parse(["/v1/"], ["2xx", "429"])
+KEY_ORGS = {"kid_cn": "org-cn", "kid_us": "org-us"}
+
+
+def write_routed(path: Path, fmt: str) -> None:
+    """LINES with ROUTED's path, status, org and key, in ``fmt``."""
+    import datetime as dt
+
+    rows = [(t, peer, xff, *r) for (t, peer, xff, _), r in zip(LINES, ROUTED, strict=True)]
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names = ["time", "remote_addr", "x_forwarded_for", "path", "status", "org", "key_id"]
+        cols = list(zip(*rows, strict=True))
+        cols[4] = tuple(None if s is None else str(s) for s in cols[4])
+        pq.write_table(pa.table(dict(zip(names, cols, strict=True))), path)
+        return
+    with _open(path) as fh:
+        if fmt == "csv":
+            w = csv.writer(fh)
+            w.writerow(["time", "remote_addr", "x_forwarded_for", "path", "status", "org",
+                        "key_id"])  # fmt: skip
+            for t, peer, xff, route, status, org, key in rows:
+                w.writerow([t, peer, xff or "", route or "", "" if status is None else status,
+                            org or "", key or ""])  # fmt: skip
+            return
+        for t, peer, xff, route, status, org, key in rows:
+            if fmt == "jsonl":
+                rec = {"time": t, "remote_addr": peer, "x_forwarded_for": xff, "path": route,
+                       "status": status, "org": org, "key_id": key}  # fmt: skip
+                fh.write(json.dumps({k: v for k, v in rec.items() if v is not None}) + "\n")
+                continue
+            when = (dt.datetime.fromtimestamp(float(t), dt.UTC) if t.isdigit()
+                    else dt.datetime.fromisoformat(t.replace("Z", "+00:00")))  # fmt: skip
+            request = f"POST {route} HTTP/1.1" if route else "-"
+            code = int(status) if str(status).isdigit() and 100 <= int(status) <= 999 else 0
+            if code == 0:  # nginx always logs three digits: an odd status becomes a bad one
+                code, request = 200, "BREW"
+            fh.write(f'{peer} - - [{when.strftime("%d/%b/%Y:%H:%M:%S +0000")}] "{request}" '
+                     f'{code} 1 "-" "ua" "{xff or "-"}" {org or "-"} {key or "-"}\n')  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("jsonl", "r.jsonl"), ("csv", "r.csv.gz"),
+                                           ("nginx", "r.log.zst"), ("parquet", "r.parquet")])  # fmt: skip
+def test_path_status_filter_and_key_owners(
+    tmp_path: Path, snap: Snapshot, fmt: str, name: str
+) -> None:
+    path = tmp_path / name
+    write_routed(path, fmt)
+    got = run([path], snap, keep=KEEP, key_orgs=KEY_ORGS)
+    if fmt != "parquet":  # the reference reads text logs; parquet is checked against jsonl
+        same(got, reference([path], snap, keep=KEEP, key_orgs=KEY_ORGS))
+    else:
+        write_routed(tmp_path / "r.jsonl", "jsonl")
+        same(got, run([tmp_path / "r.jsonl"], snap, keep=KEEP, key_orgs=KEY_ORGS))
+    assert got["lines"] == {"total": 13, "parsed": 13, "malformed": 0, "filtered": 7}
+    assert got["filter"] == {"paths": ["/v1/"], "statuses": ["200-299", "429"]}
+    orgs = {o["org"]: o["requests"] for o in got["orgs"]}
+    assert orgs == {"org-us": 2, "org-cn": 1, "kid_unknown": 1, "(none)": 2}
+    # without the store's keys a key stands for itself; without a filter every line counts
+    plain = run([path], snap, key_orgs=None)
+    assert plain["lines"]["filtered"] == 0
+    assert {o["org"]: o["requests"] for o in plain["orgs"]}["kid_cn"] == 2
+
+
+def test_line_filter_rules_and_bad_specs() -> None:
+    keep = LineFilter.parse(["/v1/", "/v1/"], ["200", "4xx,500-503"])
+    assert keep.paths == ("/v1/",) and keep.statuses == ((200, 200), (400, 499), (500, 503))
+    assert keep.keeps("/v1/x", 404) and keep.keeps("/v1/x", "503")
+    assert not keep.keeps("/v1/x", 504) and not keep.keeps("/v2", 200)
+    assert not keep.keeps("/v1/x", " 200") and not keep.keeps("/v1/x", True)
+    assert not keep.keeps(None, 200) and not keep.keeps("/v1/x", None)
+    assert not LineFilter() and LineFilter().keeps(None, None)
+    for bad in ("2x", "600", "299-200", "20", "abc", ""):
+        with pytest.raises(RegiongateError, match="--status"):
+            LineFilter.parse(statuses=[bad])
+    for bad in ("v1", "/v1 /x", ""):
+        with pytest.raises(RegiongateError, match="--path"):
+            LineFilter.parse(paths=[bad])
+
+
+def test_csv_without_optional_columns_and_without_required_ones(
+    tmp_path: Path, snap: Snapshot
+) -> None:
+    path = tmp_path / "lean.csv"
+    path.write_text("time,remote_addr\n2024-07-10T10:00:00Z,4.0.0.1\n")
+    got = run([path], snap)  # no xff, org, key columns: they read as empty
+    assert got["orgs"][0]["org"] == "(none)" and got["orgs"][0]["affected_requests"] == 1
+    with pytest.raises(RegiongateError, match="no column 'path'"):
+        run([path], snap, keep=LineFilter.parse(["/v1/"]))  # the filter needs its column
+    with pytest.raises(RegiongateError, match="no column 'client'"):
+        run([path], snap, fields=FieldMap.parse(["peer=client"]))
 
 
 def test_bad_inputs_are_clear(tmp_path: Path, snap: Snapshot) -> None:
@@ -228,7 +343,7 @@ def test_bad_inputs_are_clear(tmp_path: Path, snap: Snapshot) -> None:
         run([tmp_path / "x.bin"], snap)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    assert run([empty], snap)["lines"] == {"total": 0, "parsed": 0, "malformed": 0}
+    assert run([empty], snap)["lines"] == {"total": 0, "parsed": 0, "malformed": 0, "filtered": 0}
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_bytes(b'\xff\xfe garbage\n[1,2,3]\n"text"\n')
     got = run([garbage], snap)
@@ -260,6 +375,41 @@ def test_cli_writes_every_report(
     bad = CliRunner().invoke(app, ["impact", str(tmp_path / "nope.jsonl"), "--snapshot",
                                    str(tiny_snapshot_path)])  # fmt: skip
     assert bad.exit_code == 2 and "no such file" in bad.output
+
+
+def test_cli_filters_and_attributes_keys_from_the_store(
+    tmp_path: Path, tiny_snapshot_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from regiongate.accounts.model import Key
+    from regiongate.accounts.store import store_from_url
+    from regiongate.cli.app import app
+
+    monkeypatch.setenv("REGIONGATE_HOME", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'accounts.db'}"
+    store = store_from_url(url)
+    try:
+        store.migrate()
+        store.upsert_org("org-cn", actor="test")
+        store.add_key(Key("kid_cn", "org-cn"), actor="test")
+        store.revoke_key("kid_cn", actor="test")  # revoked since: its old lines are still its
+    finally:
+        store.close()
+    write_routed(tmp_path / "r.jsonl", "jsonl")
+    args = ["impact", str(tmp_path / "r.jsonl"), "--snapshot", str(tiny_snapshot_path),
+            "--trusted-proxy", f"{PROXY}/32", "--json", str(tmp_path / "r.json"),
+            "-o", str(tmp_path / "r.html")]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--path", "/v1/", "--status", "2xx,429",
+                                      "--store", url])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "7 filtered out" in result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["lines"]["filtered"] == 7
+    assert {o["org"]: o["requests"] for o in data["orgs"]}["org-cn"] == 1
+    assert "filtered out (kept: /v1/; 200-299, 429)" in (tmp_path / "r.html").read_text()
+    for bad, message in ((["--status", "2x"], "--status '2x'"), (["--path", "v1"], "--path 'v1'"),
+                         (["--store", "postgresql://127.0.0.1:1/none"], "unavailable")):  # fmt: skip
+        result = CliRunner().invoke(app, [*args, *bad])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("jsonl", "s.jsonl.gz"), ("csv", "s.csv"),
@@ -420,3 +570,27 @@ def test_batches_are_joined_up_to_rows_and_bytes(monkeypatch: pytest.MonkeyPatch
     # a join also ends at the byte cap, so a string column never nears Arrow's 2 GiB
     monkeypatch.setattr(impact, "_JOIN_BYTES", small[0].nbytes * 3)
     assert [b.num_rows for b in impact._coalesced(iter(small), 10**9)] == [300] * 8 + [100]
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("jsonl", "f.jsonl"), ("nginx", "f.log")])
+def test_synthetic_log_filtered_equals_reference(
+    tmp_path: Path, snap: Snapshot, fmt: str, name: str
+) -> None:
+    """The filter over a realistic mix of endpoints and statuses, against the reference."""
+    import datetime as dt
+
+    from regiongate.analytics.synth import synthesize
+
+    synthesize(tmp_path / name, snapshot=snap, lines=12_000, orgs=30, seed=5, fmt=fmt, days=40,
+               start=dt.datetime(2024, 6, 1, tzinfo=dt.UTC))  # fmt: skip
+    config = ClientIPConfig(trusted_proxies=("10.0.0.1/32", "10.0.0.2/32"))
+    policy = load_policy("api-2024")
+    keep = LineFilter.parse(["/v1/chat/", "/v1/embeddings"], ["2xx,429"])
+    fast = replay([str(tmp_path / name)], policy=policy, snapshot=snap, client_ip=config,
+                  keep=keep, batch_size=5_000)  # fmt: skip
+    slow = replay_reference([str(tmp_path / name)], policy=policy, snapshot=snap,
+                            client_ip=config, keep=keep)  # fmt: skip
+    same(fast.to_dict(), slow.to_dict())
+    # about 70% of the calls go to the two endpoints and ~96% of those have a kept status
+    share = fast.filtered / fast.parsed
+    assert 0.2 < share < 0.45, share

@@ -31,6 +31,7 @@ the resolver, ``Snapshot.lookup``, ``policy.decide``); the tests check that both
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import io
@@ -38,7 +39,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -56,6 +57,7 @@ __all__ = [
     "FORMATS",
     "FieldMap",
     "ImpactReport",
+    "LineFilter",
     "detect_format",
     "replay",
     "replay_reference",
@@ -89,6 +91,8 @@ class FieldMap:
     xff: str | None = "x_forwarded_for"
     org: str | None = "org"
     key: str | None = "key_id"
+    path: str | None = "path"  # read only when --path filters on it
+    status: str | None = "status"  # read only when --status filters on it
 
     @classmethod
     def parse(cls, specs: Iterable[str], base: FieldMap | None = None) -> FieldMap:
@@ -108,6 +112,87 @@ class FieldMap:
                 raise RegiongateError(f"--field {spec!r}: {column!r} is not a column name")
             values[name] = column or None
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class LineFilter:
+    """Which lines count: those whose path starts with one of ``paths`` (the API's own
+    endpoints, say, without health checks or static files) and whose status falls in one of
+    ``statuses`` (inclusive ranges). Empty means no condition. A line that cannot be read is
+    malformed whatever its path; a readable one left out by the filter is counted as filtered.
+    """
+
+    paths: tuple[str, ...] = ()
+    statuses: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def parse(cls, paths: Iterable[str] = (), statuses: Iterable[str] = ()) -> LineFilter:
+        """``paths``: prefixes such as ``/v1/``; ``statuses``: ``200``, ``2xx``, ``400-499``,
+        each alone or comma-separated."""
+        prefixes = []
+        for prefix in paths:
+            if not prefix.startswith("/") or any(c.isspace() for c in prefix):
+                raise RegiongateError(
+                    f"--path {prefix!r}: give a path prefix starting with / (e.g. /v1/)"
+                )
+            prefixes.append(prefix)
+        ranges = []
+        for spec in statuses:
+            for part in spec.split(","):
+                ranges.append(_status_range(part.strip(), spec))
+        return cls(tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(ranges)))
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.statuses)
+
+    def keeps(self, path: object, status: object) -> bool:
+        """The rule, one line at a time (the reference replay's)."""
+        if self.paths and not (isinstance(path, str) and path.startswith(self.paths)):
+            return False
+        if self.statuses:
+            code = _status_code(status)
+            return code is not None and any(lo <= code <= hi for lo, hi in self.statuses)
+        return True
+
+    def sql(self, path: str, status: str) -> str:
+        """The same rule over the text columns ``path`` and ``status``."""
+        terms = []
+        if self.paths:
+            terms.append(" OR ".join(f"starts_with({path}, {_sql_str(p)})" for p in self.paths))
+        if self.statuses:
+            code = (f"CASE WHEN regexp_full_match({status}, '[0-9]{{3}}') "
+                    f"THEN CAST({status} AS INTEGER) END")  # fmt: skip
+            terms.append(" OR ".join(f"{code} BETWEEN {lo} AND {hi}" for lo, hi in self.statuses))
+        return "coalesce(" + " AND ".join(f"({t})" for t in terms) + ", false)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "paths": list(self.paths),
+            "statuses": [f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in self.statuses],
+        }
+
+
+_STATUS: Final = re.compile(r"([1-5])xx|([1-5]\d\d)(?:-([1-5]\d\d))?")
+
+
+def _status_range(part: str, spec: str) -> tuple[int, int]:
+    m = _STATUS.fullmatch(part.lower())
+    if m is None or (m.group(3) and int(m.group(3)) < int(m.group(2))):
+        raise RegiongateError(
+            f"--status {spec!r}: use codes (200), classes (2xx) or ranges (400-499), "
+            "comma-separated"
+        )
+    if m.group(1):
+        return int(m.group(1)) * 100, int(m.group(1)) * 100 + 99
+    return int(m.group(2)), int(m.group(3) or m.group(2))
+
+
+def _status_code(value: object) -> int | None:
+    """A status is three ASCII digits as logged (or a JSON integer); anything else is none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value) if value is not None else ""
+    return int(text) if len(text) == 3 and text.isascii() and text.isdigit() else None
 
 
 def detect_format(path: str) -> str:
@@ -153,6 +238,8 @@ class ImpactReport:
     files: list[str] = field(default_factory=list)
     total_lines: int = 0
     malformed: int = 0
+    filtered: int = 0  # readable lines the filter left out
+    keep: LineFilter = field(default_factory=lambda: LineFilter())
     # (phase label, action, territory) -> requests
     totals: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     orgs: dict[str, _OrgStats] = field(default_factory=dict)
@@ -214,7 +301,9 @@ class ImpactReport:
                 "total": self.total_lines,
                 "parsed": self.parsed,
                 "malformed": self.malformed,
+                "filtered": self.filtered,
             },
+            "filter": self.keep.to_dict(),
             "malformed_examples": self.malformed_examples,
             "totals": {
                 "by_action": by_action,
@@ -347,33 +436,30 @@ class _Decider:
 # --- reading -------------------------------------------------------------------------------------
 
 
-def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap) -> str:
-    """A query yielding (t, peer, xff, org, key) as text, one row per log line."""
+def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
+                present: set[str] | None = None) -> str:  # fmt: skip
+    """A query yielding (ts, peer, xff, org, key, path, status) as text, one row per line.
+
+    ``present``: the columns a CSV or Parquet source has; a mapped optional field it lacks
+    reads as NULL, a missing time or peer column is an error naming it, and so is a missing
+    path or status column a filter needs (``_batches`` unmaps them when none does)."""
     quoted = "[" + ", ".join(_sql_str(f) for f in files) + "]"
 
-    def col(name: str | None) -> str:
+    def col(name: str | None, required: bool = False) -> str:
         if name is None:
             return "NULL::VARCHAR"
         if not _COLUMN.fullmatch(name):  # FieldMap.parse checks too; this guards the SQL
             raise RegiongateError(f"{name!r} is not a column name")
+        if present is not None and name not in present:
+            if required:
+                raise RegiongateError(
+                    f"{files[0]}: no column {name!r} (it has {', '.join(sorted(present))}); "
+                    "map one with --field"
+                )
+            return "NULL::VARCHAR"
         return f'CAST("{name}" AS VARCHAR)'
 
-    wanted = [fields.time, fields.peer, fields.xff, fields.org, fields.key]
-    if fmt == "jsonl":
-        columns = ", ".join(
-            f"{_sql_str(c)}: 'VARCHAR'" for c in dict.fromkeys(c for c in wanted if c)
-        )
-        source = (f"read_json({quoted}, format='newline_delimited', ignore_errors=true, "
-                  f"columns={{{columns}}}, maximum_object_size=1048576)")  # fmt: skip
-    elif fmt == "csv":
-        delim = "\t" if files[0].lower().removesuffix(".gz").removesuffix(".zst").endswith(
-            ".tsv") else ","  # fmt: skip
-        source = (f"read_csv({quoted}, header=true, all_varchar=true, ignore_errors=true, "
-                  f"delim={_sql_str(delim)}, quote='\"', strict_mode=false, null_padding=true, "
-                  "store_rejects=true)")  # fmt: skip
-    elif fmt == "parquet":
-        source = f"read_parquet({quoted}, union_by_name=true)"
-    elif fmt == "nginx":
+    if fmt == "nginx":
         names = "[" + ", ".join(_sql_str(n) for n in _NGINX_NAMES) + "]"
         lines = (f"read_csv({quoted}, columns={{'line': 'VARCHAR'}}, delim='\x01', quote='', "
                  "escape='', header=false, auto_detect=false, strict_mode=false, "
@@ -381,42 +467,84 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap) -> str:
         return (
             "SELECT CAST(epoch(try_strptime(m.time_local, '%d/%b/%Y:%H:%M:%S %z')) AS DOUBLE) "
             "AS ts, nullif(m.remote_addr, '') AS peer, nullif(m.x_forwarded_for, '-') AS xff, "
-            "nullif(nullif(m.org, ''), '-') AS org, nullif(nullif(m.key_id, ''), '-') AS key "
+            "nullif(nullif(m.org, ''), '-') AS org, nullif(nullif(m.key_id, ''), '-') AS key, "
+            "nullif(split_part(m.request, ' ', 2), '') AS path, m.status AS status "
             f"FROM (SELECT regexp_extract(line, {_sql_str(NGINX_RE)}, {names}) AS m "
             f"FROM {lines})"
         )
-    else:
-        raise RegiongateError(f"unknown log format {fmt!r}; use one of {', '.join(FORMATS)}")
-    t = col(fields.time)
+    t = col(fields.time, required=True)
+    source = _reader_sql(quoted, files, fmt, fields)
     return (
         f"SELECT coalesce(CAST(epoch(try_cast({t} AS TIMESTAMPTZ)) AS DOUBLE), "
-        f"try_cast({t} AS DOUBLE)) AS ts, {col(fields.peer)} AS peer, {col(fields.xff)} AS xff, "
-        f"nullif({col(fields.org)}, '') AS org, "
-        f"nullif({col(fields.key)}, '') AS key FROM {source}"
+        f"try_cast({t} AS DOUBLE)) AS ts, {col(fields.peer, required=True)} AS peer, "
+        f"{col(fields.xff)} AS xff, nullif({col(fields.org)}, '') AS org, "
+        f"nullif({col(fields.key)}, '') AS key, {col(fields.path, required=True)} AS path, "
+        f"{col(fields.status, required=True)} AS status FROM {source}"
     )
+
+
+def _reader_sql(quoted: str, files: Sequence[str], fmt: str, fields: FieldMap) -> str:
+    if fmt == "jsonl":
+        wanted = (fields.time, fields.peer, fields.xff, fields.org, fields.key, fields.path,
+                  fields.status)  # fmt: skip
+        columns = ", ".join(
+            f"{_sql_str(c)}: 'VARCHAR'" for c in dict.fromkeys(c for c in wanted if c)
+        )
+        return (f"read_json({quoted}, format='newline_delimited', ignore_errors=true, "
+                f"columns={{{columns}}}, maximum_object_size=1048576)")  # fmt: skip
+    if fmt == "csv":
+        delim = "\t" if files[0].lower().removesuffix(".gz").removesuffix(".zst").endswith(
+            ".tsv") else ","  # fmt: skip
+        return (f"read_csv({quoted}, header=true, all_varchar=true, ignore_errors=true, "
+                f"delim={_sql_str(delim)}, quote='\"', strict_mode=false, null_padding=true, "
+                "store_rejects=true)")  # fmt: skip
+    if fmt == "parquet":
+        return f"read_parquet({quoted}, union_by_name=true)"
+    raise RegiongateError(f"unknown log format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
 def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _query(files: Sequence[str], fmt: str, fields: FieldMap) -> str:
+def _query(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
+           present: set[str] | None = None) -> str:  # fmt: skip
     # Text crosses as it is: the addresses become integers in numpy (parse_v4, ~2x faster than
     # SQL regexes), and the forwarding chain is cut into entries there too (_cut_chains: 1.8 CPU-s
-    # per 10M lines less than split_part in SQL).
-    return f"WITH src AS ({_source_sql(files, fmt, fields)}) SELECT ts, peer, org, xff FROM src"
+    # per 10M lines less than split_part in SQL). The key crosses only for lines without an
+    # organisation (it stands in for one), and the filter only as its answer.
+    extra = ""
+    if fmt == "nginx" or fields.key is not None:
+        extra += ", CASE WHEN org IS NULL THEN key END AS key"
+    if keep:
+        extra += f", {keep.sql('path', 'status')} AS keep"
+    return (f"WITH src AS ({_source_sql(files, fmt, fields, present)}) "
+            f"SELECT ts, peer, org, xff{extra} FROM src")  # fmt: skip
 
 
-def _batches(files: Sequence[str], fmt: str, fields: FieldMap, batch_size: int,
-             threads: int | None) -> Iterator[_Lines]:  # fmt: skip
+def _columns(con: Any, files: Sequence[str], fmt: str, fields: FieldMap) -> set[str] | None:
+    """The columns of a CSV or Parquet source (JSON lines declare theirs; nginx has its own)."""
+    if fmt not in ("csv", "parquet"):
+        return None
+    quoted = "[" + ", ".join(_sql_str(f) for f in files) + "]"
+    rows = con.execute(f"DESCRIBE SELECT * FROM {_reader_sql(quoted, files, fmt, fields)}")
+    return {str(r[0]) for r in rows.fetchall()}
+
+
+def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
+             batch_size: int, threads: int | None) -> Iterator[_Lines]:  # fmt: skip
     """The lines of ``files`` in batches, read and joined in one thread and made ready for
     numpy (:func:`_prepare`) in another, while the caller works on the batch before."""
     import duckdb
 
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would mix in
+    # path and status are read only to filter on (a JSON field costs its parse on every line)
+    fields = dataclasses.replace(fields, path=fields.path if keep.paths else None,
+                                 status=fields.status if keep.statuses else None)  # fmt: skip
     try:
-        reader = con.sql(_query(files, fmt, fields)).to_arrow_reader(batch_size)
+        query = _query(files, fmt, fields, keep, _columns(con, files, fmt, fields))
+        reader = con.sql(query).to_arrow_reader(batch_size)
         # Two threads: one drives DuckDB, one prepares what it hands over.
         yield from _prefetch(map(_prepare, _prefetch(_coalesced(reader, batch_size))))
     except duckdb.Error as exc:
@@ -448,6 +576,9 @@ class _Lines:
     chain: list[npt.NDArray[Any]]  # _chain_cols
     org_index: npt.NDArray[np.int64]  # into org_names; -1: no organisation
     org_names: list[str]
+    key_index: npt.NDArray[np.int64] | None  # into key_names, for lines without an org
+    key_names: list[str]
+    keep: npt.NDArray[np.bool_] | None  # the line filter's answer; None: no filter
 
 
 def _prepare(batch: Any) -> _Lines:
@@ -456,6 +587,9 @@ def _prepare(batch: Any) -> _Lines:
     peer = batch.column("peer")
     peer_v4, peer_is_v4 = parse_v4_repeated(peer)
     orgs = pc.dictionary_encode(batch.column("org"))
+    names = batch.schema.names
+    keys = pc.dictionary_encode(batch.column("key")) if "key" in names else None
+    keep = batch.column("keep") if "keep" in names else None
     return _Lines(
         batch=batch,
         ts=np.asarray(batch.column("ts").to_numpy(zero_copy_only=False), dtype=np.float64),
@@ -466,6 +600,17 @@ def _prepare(batch: Any) -> _Lines:
         chain=_chain_cols(batch.column("xff")),
         org_index=orgs.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64),
         org_names=orgs.dictionary.to_pylist(),
+        key_index=(
+            keys.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            if keys is not None and keys.null_count < len(keys)
+            else None
+        ),
+        key_names=keys.dictionary.to_pylist() if keys is not None else [],
+        keep=(
+            np.asarray(keep.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.bool_)
+            if keep is not None
+            else None
+        ),
     )
 
 
@@ -729,11 +874,17 @@ def replay(
     client_ip: ClientIPConfig | None = None,
     fmt: str | None = None,
     fields: FieldMap | None = None,
+    keep: LineFilter | None = None,
+    key_orgs: Mapping[str, str] | None = None,
     batch_size: int = 1_000_000,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ImpactReport:
-    """Replay ``files`` (one format) through resolution, intel and ``policy``."""
+    """Replay ``files`` (one format) through resolution, intel and ``policy``.
+
+    ``keep`` says which lines count (the rest are counted as filtered); a line without an
+    organisation is its key's: ``key_orgs[key]`` (the accounts store's keys), else the key id
+    itself."""
     if not files:
         raise RegiongateError("no log files given")
     for f in files:
@@ -755,7 +906,9 @@ def replay(
     other = (
         _Decider(against, against_snapshot or snapshot, at, nrows) if against is not None else None
     )
-    report = ImpactReport(policy=policy, against=against, at=at, files=list(files))
+    keep = keep or LineFilter()
+    key_orgs = key_orgs or {}
+    report = ImpactReport(policy=policy, against=against, at=at, files=list(files), keep=keep)
     row_flags = snapshot._row_flags
     exempt_orgs = policy.exempt_accounts | (against.exempt_accounts if against else frozenset())
     exempt_nets = bool(policy.exempt_networks or (against.exempt_networks if against else ()))
@@ -764,7 +917,18 @@ def replay(
     org_names: list[str] = []
     _CSV_REJECTS.clear()
 
-    for lines in _batches(files, fmt, fields, batch_size, threads):
+    def codes(names: Iterable[str]) -> list[int]:
+        """Replay-wide codes of organisation names, new ones numbered as they come."""
+        local = []
+        for name in names:
+            code = org_codes.get(name)
+            if code is None:
+                code = org_codes[name] = len(org_names)
+                org_names.append(name)
+            local.append(code)
+        return local
+
+    for lines in _batches(files, fmt, fields, keep, batch_size, threads):
         n = len(lines.ts)
         report.total_lines += n
         ts, peer_v4, peer_is_v4 = lines.ts, lines.peer_v4, lines.peer_is_v4
@@ -773,6 +937,10 @@ def replay(
         bad = ~ok
         if bad.any():
             report.malformed += int(bad.sum())
+        if lines.keep is not None:
+            out = ok & ~lines.keep
+            report.filtered += int(out.sum())
+            ok &= lines.keep
         # 1. client address
         trusted = peer_is_v4 & _in_nets(peer_v4, nets)
         client = peer_v4.copy()
@@ -834,21 +1002,22 @@ def replay(
         if other is not None:
             other.fill(rows[ok])
             other_action = other.actions(rows, other.segments(np.nan_to_num(ts)))
-        # organisations
+        # organisations: the line's own, else its key's, else (none)
         idx = lines.org_index
-        local = []
-        for name in lines.org_names:
-            code = org_codes.get(name)
-            if code is None:
-                code = org_codes[name] = len(org_names)
-                org_names.append(name)
-            local.append(code)
+        nameless = idx < 0
+        with_key = np.zeros(n, dtype=np.bool_)
+        if lines.key_index is not None:
+            with_key = nameless & (lines.key_index >= 0)
         none_code = org_codes.get(_NO_ORG)
-        if none_code is None and (idx < 0).any():
+        if none_code is None and (nameless & ~with_key).any():
             none_code = org_codes[_NO_ORG] = len(org_names)
             org_names.append(_NO_ORG)
-        lookup = np.asarray([*local, none_code if none_code is not None else 0], dtype=np.int64)
+        by_org = codes(lines.org_names)
+        lookup = np.asarray([*by_org, none_code if none_code is not None else 0], dtype=np.int64)
         org = lookup[idx]  # -1 indexes the last element: (none)
+        if lines.key_index is not None and with_key.any():
+            by_key = np.asarray(codes(key_orgs.get(k, k) for k in lines.key_names), dtype=np.int64)
+            org[with_key] = by_key[lines.key_index[with_key]]
         # exemptions: decide those lines one by one, with their account and address
         special = np.zeros(n, dtype=np.bool_)
         if exempt_orgs:
@@ -1092,6 +1261,8 @@ def _reference_lines(path: str, fmt: str, fields: FieldMap) -> Iterator[dict[str
                 for k in ("x_forwarded_for", "org", "key_id"):
                     if rec.get(k) in ("-", ""):
                         rec[k] = None
+                parts = (rec["request"] or "").split(" ")
+                rec["path"] = parts[1] if len(parts) > 1 and parts[1] else None
                 yield rec
         else:
             raise RegiongateError(f"the reference replay does not read {fmt}")
@@ -1106,16 +1277,20 @@ def replay_reference(
     client_ip: ClientIPConfig | None = None,
     fmt: str | None = None,
     fields: FieldMap | None = None,
+    keep: LineFilter | None = None,
+    key_orgs: Mapping[str, str] | None = None,
 ) -> ImpactReport:
     """The same replay, one line at a time in plain Python: the tests' reference."""
     fmt = fmt or detect_format(files[0])
     fields = fields or FieldMap()
     if fmt == "nginx":
         fields = FieldMap(time="time", peer="remote_addr", xff="x_forwarded_for", org="org",
-                          key="key_id")  # fmt: skip
+                          key="key_id", path="path", status="status")  # fmt: skip
+    keep = keep or LineFilter()
+    key_orgs = key_orgs or {}
     config = client_ip or ClientIPConfig()
     resolver = ClientResolver(config)
-    report = ImpactReport(policy=policy, at=at, files=list(files))
+    report = ImpactReport(policy=policy, at=at, files=list(files), keep=keep)
     enforce = policy.enforce_from.timestamp() if policy.enforce_from else None
     invalid = Origin(flags=frozenset({Flag.INVALID}), note="unreadable client address")
     for path in files:
@@ -1127,10 +1302,22 @@ def replay_reference(
             if ts is None or peer is None or not math.isfinite(ts) or rec is None:
                 report.malformed += 1
                 continue
+            if keep and not keep.keeps(
+                rec.get(fields.path) if fields.path else None,
+                rec.get(fields.status) if fields.status else None,
+            ):
+                report.filtered += 1
+                continue
             xff = rec.get(fields.xff) if fields.xff else None
             xff = str(xff).strip() if xff not in (None, "") else None
             org_name = rec.get(fields.org) if fields.org else None
-            org_name = str(org_name) if org_name not in (None, "") else _NO_ORG
+            key = rec.get(fields.key) if fields.key else None
+            if org_name not in (None, ""):
+                org_name = str(org_name)
+            elif key not in (None, ""):
+                org_name = key_orgs.get(str(key), str(key))
+            else:
+                org_name = _NO_ORG
             headers = [(config.header, xff)] if xff else []
             resolved = resolver.resolve_text(peer, headers)
             origin = snapshot.lookup(resolved.ip) if resolved.ip is not None else invalid

@@ -116,6 +116,13 @@ def render_html(data: dict[str, Any], *, top_orgs: int = 200) -> str:
     cards = [
         ("log lines", _n(lines["total"])),
         ("malformed", _n(lines["malformed"])),
+    ]
+    keep = data.get("filter") or {}
+    if keep.get("paths") or keep.get("statuses"):
+        what = [", ".join(keep.get("paths") or []), ", ".join(keep.get("statuses") or [])]
+        cards.append((f"filtered out (kept: {'; '.join(w for w in what if w)})",
+                      _n(lines.get("filtered", 0))))  # fmt: skip
+    cards += [
         ("organisations", _n(t["organisations"])),
         ("affected organisations", _n(t["affected_organisations"])),
         ("affected requests", _n(t["affected_requests"])),

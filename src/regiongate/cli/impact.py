@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from regiongate.cli.files import write_atomic
 from regiongate.errors import RegiongateError
+
+if TYPE_CHECKING:
+    from regiongate.config import Settings
 
 __all__ = ["impact"]
 
@@ -44,6 +47,35 @@ def impact(
             "--field xff= for none).",
         ),
     ] = None,
+    path: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--path",
+            help="Count only lines whose path starts with this (repeatable, e.g. --path /v1/).",
+        ),
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            help="Count only lines with these statuses: codes, classes, ranges (e.g. 2xx,429).",
+        ),
+    ] = None,
+    resolve_keys: Annotated[
+        bool,
+        typer.Option(
+            "--resolve-keys",
+            help="Lines without an org count for the org owning their key id (account store).",
+        ),
+    ] = False,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            metavar="URL",
+            help="Account store for --resolve-keys (overrides store.url); implies it.",
+        ),
+    ] = None,
     trusted_proxy: Annotated[
         list[str] | None,
         typer.Option(
@@ -61,7 +93,7 @@ def impact(
     top: Annotated[int, typer.Option(help="Organisations shown in the terminal.")] = 15,
 ) -> None:
     """Replay access logs against a policy: who would it block, from where, since when."""
-    from regiongate.analytics.impact import FieldMap, replay
+    from regiongate.analytics.impact import FieldMap, LineFilter, replay
     from regiongate.analytics.report import render_html
     from regiongate.clientip import ClientIPConfig
     from regiongate.config import load_settings
@@ -78,7 +110,7 @@ def impact(
     if batch_size < 1000:
         raise typer.BadParameter("--batch-size must be at least 1000")
     try:
-        settings = load_settings()
+        settings = load_settings(overrides={"store": {"url": store_url}})
         pol = load_policy(policy)
         other = load_policy(against) if against else None
         snap = open_snapshot(snapshot, consensus=pol.consensus)
@@ -94,6 +126,8 @@ def impact(
             hop_limit=settings.server.hop_limit,
         )
         fields = FieldMap.parse(field or [])
+        keep = LineFilter.parse(path or [], status or [])
+        key_orgs = _key_orgs(settings) if resolve_keys or store_url else None
         with Progress(
             SpinnerColumn(),
             TextColumn("[bold]replaying[/] {task.fields[lines]:,} lines"),
@@ -118,6 +152,8 @@ def impact(
                 client_ip=config,
                 fmt=fmt,
                 fields=fields,
+                keep=keep,
+                key_orgs=key_orgs,
                 batch_size=batch_size,
                 progress=advance,
             )
@@ -136,9 +172,17 @@ def impact(
     if html_out:
         write_atomic(html_out, render_html(data))
     _summary(data, top)
-    for label, path in (("JSON", json_out), ("CSV", csv_out), ("HTML", html_out)):
-        if path:
-            err.print(f"wrote {label} report {path}")
+    for label, written in (("JSON", json_out), ("CSV", csv_out), ("HTML", html_out)):
+        if written:
+            err.print(f"wrote {label} report {written}")
+
+
+def _key_orgs(settings: Settings) -> dict[str, str]:
+    """Key id → organisation, from the account store (revoked keys too: old lines used them)."""
+    from regiongate.cli.accounts import _open_store
+
+    with _open_store(settings) as store:
+        return {key.key_id: key.org for key in store.list_keys()}
 
 
 def _summary(data: dict[str, object], top: int) -> None:
@@ -147,7 +191,9 @@ def _summary(data: dict[str, object], top: int) -> None:
     err.print(
         f"[bold]{data['policy']}[/]"
         + (f" against [bold]{data['against']}[/]" if data.get("against") else "")
-        + f": {lines['total']:,} lines, {lines['malformed']:,} malformed; "
+        + f": {lines['total']:,} lines, {lines['malformed']:,} malformed"
+        + (f", {lines['filtered']:,} filtered out" if lines.get("filtered") else "")
+        + "; "
         f"{totals['affected_organisations']:,} of {totals['organisations']:,} organisations "
         f"and {totals['affected_requests']:,} requests affected",
         highlight=False,
