@@ -69,9 +69,18 @@ def _process(cmd: list[str], port: int, env: dict[str, str] | None = None) -> It
 
 
 def _uvicorn(app: str, port: int) -> list[str]:
+    # The configuration `regiongate serve` runs uvicorn with (enforce/server.py): no proxy
+    # headers either, or the baseline would parse X-Forwarded-For on every request too.
     return [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning",
             "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-            "--no-server-header"]  # fmt: skip
+            "--no-server-header", "--no-proxy-headers"]  # fmt: skip
+
+
+def _granian(app: str, port: int, *, factory: bool = False) -> list[str]:
+    """granian (Rust HTTP/1.1 in front of the same ASGI app), one worker, uvloop."""
+    cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--port", str(port),
+           "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", "warning"]  # fmt: skip
+    return [*cmd, "--factory", app] if factory else [*cmd, app]
 
 
 def _serve(port: int, upstream: str | None) -> list[str]:
@@ -290,10 +299,11 @@ def fig_throughput(quick: bool) -> list[dict[str, Any]]:
     seconds = 2 if quick else 5
     plain, gw = _free_port(), _free_port()
     with _process(_uvicorn("bench_apps:no_content", plain), plain), _process(_serve(gw, None), gw):
-        # Warm-up, not measured: first requests pay for imports, allocator growth and the
-        # first-seen snapshot rows (origin objects, explanations) that a running gateway has.
-        _wrk(f"http://127.0.0.1:{plain}/_regiongate/decide", 1, lua=_LUA)
-        _wrk(f"http://127.0.0.1:{gw}/_regiongate/decide", 1, lua=_LUA)
+        # Warm-up, not measured, as long as a measurement: first requests pay for imports,
+        # allocator growth, the first-seen snapshot rows (origin objects, explanations) and
+        # the memos (a client is remembered on its second request) that a running gateway has.
+        _wrk(f"http://127.0.0.1:{plain}/_regiongate/decide", seconds, lua=_LUA_MIX)
+        _wrk(f"http://127.0.0.1:{gw}/_regiongate/decide", seconds, lua=_LUA_MIX)
         for label, lua in (("10k clients, Zipf shares", _LUA_MIX),
                            ("every request a new random client", _LUA)):  # fmt: skip
             base, ours = [], []
@@ -317,8 +327,8 @@ def fig_throughput(quick: bool) -> list[dict[str, Any]]:
         return rows
     up, ng, gw2 = _free_port(), _free_port(), _free_port()
     with _nginx(up, ng), _process(_serve(gw2, f"http://127.0.0.1:{up}"), gw2):
-        _wrk(f"http://127.0.0.1:{ng}/v1/models", 1)  # warm-up, as above
-        _wrk(f"http://127.0.0.1:{gw2}/v1/models", 1, header="X-Forwarded-For: 8.8.8.8")
+        _wrk(f"http://127.0.0.1:{ng}/v1/models", seconds)  # warm-up, as above
+        _wrk(f"http://127.0.0.1:{gw2}/v1/models", seconds, header="X-Forwarded-For: 8.8.8.8")
         nginx_rates, serve_rates = [], []
         for _ in range(2 if quick else 3):
             nginx_rates.append(_wrk(f"http://127.0.0.1:{ng}/v1/models", seconds))
@@ -334,6 +344,62 @@ def fig_throughput(quick: bool) -> list[dict[str, Any]]:
                  "met": s_ / n_ >= 0.5,
                  "note": "upstream: nginx returning 200; "
                  "client 8.8.8.8 via X-Forwarded-For (allowed)"})  # fmt: skip
+    return rows
+
+
+def fig_server_choice(quick: bool) -> list[dict[str, Any]]:
+    """uvicorn vs granian in front of the same gateway (docs/gateway.md: why uvicorn): the
+    decision endpoint against each server's own plain 204, and the proxy against nginx.
+    Rounds alternate the servers; medians of the per-round ratios."""
+    import importlib.util
+
+    if importlib.util.find_spec("granian") is None or shutil.which("wrk") is None:
+        return [{"figure": "11-12g", "name": "server choice (uvicorn vs granian)",
+                 "skipped": "needs granian (pip install -e '.[bench]') and wrk"}]  # fmt: skip
+    seconds = 2 if quick else 4
+    ratios: dict[str, list[float]] = {}
+    rates: dict[str, list[float]] = {}
+    up, ng = _free_port(), _free_port()
+    with _nginx(up, ng):
+        env = {"REGIONGATE_SERVER_UPSTREAM": f"http://127.0.0.1:{up}"}
+        for _ in range(2 if quick else 3):
+            nginx = _wrk(f"http://127.0.0.1:{ng}/v1/models", seconds)
+            for server in ("uvicorn", "granian"):
+                plain, gw = _free_port(), _free_port()
+                if server == "uvicorn":
+                    cmds = (
+                        _uvicorn("bench_apps:no_content", plain),
+                        _serve(gw, env["REGIONGATE_SERVER_UPSTREAM"]),
+                    )
+                else:
+                    cmds = (_granian("bench_apps:no_content", plain),
+                            _granian("bench_apps:gateway", gw, factory=True))  # fmt: skip
+                with _process(cmds[0], plain), _process(cmds[1], gw, env):
+                    decide = f"http://127.0.0.1:{gw}/_regiongate/decide"
+                    _wrk(decide, seconds, lua=_LUA_MIX)  # warm-up, as in fig_throughput
+                    base = _wrk(f"http://127.0.0.1:{plain}/_regiongate/decide", seconds,
+                                lua=_LUA_MIX)  # fmt: skip
+                    ours = _wrk(decide, seconds, lua=_LUA_MIX)
+                    proxied = _wrk(f"http://127.0.0.1:{gw}/v1/models", seconds,
+                                   header="X-Forwarded-For: 8.8.8.8")  # fmt: skip
+                ratios.setdefault(f"{server} decide", []).append(ours / base)
+                ratios.setdefault(f"{server} serve", []).append(proxied / nginx)
+                rates.setdefault(f"{server} decide", []).append(ours)
+                rates.setdefault(f"{server} plain", []).append(base)
+                rates.setdefault(f"{server} serve", []).append(proxied)
+    rows = []
+    for server in ("uvicorn", "granian"):
+        rows.append({"figure": "11g", "name": f"decision endpoint under {server}, Zipf clients",
+                     "value": statistics.median(rates[f"{server} decide"]), "unit": "/s",
+                     "baseline": f"{server} answering 204",
+                     "baseline_value": statistics.median(rates[f"{server} plain"]),
+                     "ratio": statistics.median(ratios[f"{server} decide"]),
+                     "note": "median of per-round ratios"})  # fmt: skip
+        rows.append({"figure": "12g", "name": f"serve under {server} vs nginx proxy_pass",
+                     "value": statistics.median(rates[f"{server} serve"]), "unit": "/s",
+                     "baseline": "nginx proxy_pass, same upstream",
+                     "ratio": statistics.median(ratios[f"{server} serve"]),
+                     "note": "median of per-round ratios"})  # fmt: skip
     return rows
 
 
@@ -381,7 +447,8 @@ def fig_ttfb(quick: bool) -> list[dict[str, Any]]:
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
-    return [*fig_middleware(quick), *fig_throughput(quick), *fig_ttfb(quick)]
+    return [*fig_middleware(quick), *fig_throughput(quick), *fig_server_choice(quick),
+            *fig_ttfb(quick)]  # fmt: skip
 
 
 if __name__ == "__main__":
