@@ -333,6 +333,42 @@ def test_csv_without_optional_columns_and_without_required_ones(
         run([path], snap, keep=LineFilter.parse(["/v1/"]))  # the filter needs its column
     with pytest.raises(RegiongateError, match="no column 'client'"):
         run([path], snap, fields=FieldMap.parse(["peer=client"]))
+    for option, fields in (("--path", ["path="]), ("--status", ["status="])):
+        keep = LineFilter.parse(["/v1/"] if option == "--path" else [], ["2xx"])
+        for replayer in (run, reference):  # a filter on a field mapped to nothing
+            with pytest.raises(RegiongateError, match=f"{option} needs the"):
+                replayer([path], snap, keep=keep, fields=FieldMap.parse(fields))
+
+
+def test_csv_columns_match_ignoring_case_and_differ_between_files(
+    tmp_path: Path, snap: Snapshot
+) -> None:
+    """DuckDB matches CSV column names ignoring case, the reference too; files with different
+    columns are read by name."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("Time,Remote_Addr,ORG\n2024-07-10T10:00:00Z,4.0.0.1,org-cn\n")
+    b.write_text(
+        "time,remote_addr,key_id,Status,path\n2024-07-10T10:00:01Z,3.0.0.1,kid_us,200,/v1/x\n"
+    )
+    keep = LineFilter.parse([], ["2xx"])
+    got = run([a, b], snap, key_orgs=KEY_ORGS)
+    same(got, reference([a, b], snap, key_orgs=KEY_ORGS))
+    assert {o["org"]: o["requests"] for o in got["orgs"]} == {"org-cn": 1, "org-us": 1}
+    filtered = run([b], snap, keep=keep)  # "Status" is the status column
+    same(filtered, reference([b], snap, keep=keep))
+    assert filtered["lines"] == {"total": 1, "parsed": 1, "malformed": 0, "filtered": 0}
+    with pytest.raises(RegiongateError, match=r"a\.csv: no column 'status'"):
+        run([a, b], snap, keep=keep)  # a file without the column a filter needs
+
+
+def test_a_damaged_compressed_file_is_a_clear_error(tmp_path: Path, snap: Snapshot) -> None:
+    whole, cut = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    write_jsonl(whole, LINES * 20_000, malformed=0)  # big enough to break mid-stream
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    # broken mid-stream, the error comes through the Arrow reader (an OSError), not DuckDB
+    with pytest.raises(RegiongateError, match=r"reading .*b\.jsonl\.gz: .*GZIP"):
+        replay([str(whole), str(cut)], policy=load_policy("api-2024"), snapshot=snap)
 
 
 def test_bad_inputs_are_clear(tmp_path: Path, snap: Snapshot) -> None:
@@ -406,6 +442,8 @@ def test_cli_filters_and_attributes_keys_from_the_store(
     assert data["lines"]["filtered"] == 7
     assert {o["org"]: o["requests"] for o in data["orgs"]}["org-cn"] == 1
     assert "filtered out (kept: /v1/; 200-299, 429)" in (tmp_path / "r.html").read_text()
+    result = CliRunner().invoke(app, [*args, "--path", "/v9/"])
+    assert result.exit_code == 0 and "left out every readable line" in result.output
     for bad, message in ((["--status", "2x"], "--status '2x'"), (["--path", "v1"], "--path 'v1'"),
                          (["--store", "postgresql://127.0.0.1:1/none"], "unavailable")):  # fmt: skip
         result = CliRunner().invoke(app, [*args, *bad])

@@ -138,6 +138,27 @@ def test_plan_lists_orgs_without_contact(db_url: str, report: Path) -> None:
         assert f"no contact: {org}" in result.stderr
 
 
+def test_plan_skips_entries_that_name_no_organisation(
+    db_url: str, home: Path, contacts: Path
+) -> None:
+    """What `regiongate impact` reports for lines without an org ("(none)") or under an id
+    read from the log that is no organisation id is listed, not planned, and not fatal."""
+    odd = ["(none)", "kid\tx", "k" * 300]
+    report = write_impact(
+        home / "odd.json", [org_entry("acme", requests=1200, affected=300),
+                            *(org_entry(o, requests=10, affected=10) for o in odd)],
+    )  # fmt: skip
+    doc = run_json(db_url, "notices", "plan", "--policy", POLICY, "--impact", report,
+                   "--contacts", contacts)  # fmt: skip
+    assert [d["org"] for d in doc["added"]] == ["acme"]
+    assert doc["not_organisations"] == odd and doc["no_contact"] == []
+    result = run(db_url, "notices", "plan", "--policy", POLICY, "--impact", report,
+                 "--campaign", "other")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "skipped 3 report entries that name no organisation" in result.stderr
+    assert "no contact: (none)" not in result.stderr
+
+
 def test_plan_thresholds(db_url: str, report: Path, contacts: Path) -> None:
     doc = run_json(
         db_url, "notices", "plan", "--policy", POLICY, "--impact", report,

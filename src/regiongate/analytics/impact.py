@@ -35,6 +35,7 @@ import dataclasses
 import datetime as dt
 import gzip
 import io
+import itertools
 import json
 import math
 import re
@@ -440,7 +441,8 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
                 present: set[str] | None = None) -> str:  # fmt: skip
     """A query yielding (ts, peer, xff, org, key, path, status) as text, one row per line.
 
-    ``present``: the columns a CSV or Parquet source has; a mapped optional field it lacks
+    ``present``: the columns a CSV or Parquet source has (lower case: DuckDB matches column
+    names ignoring case there); a mapped optional field it lacks
     reads as NULL, a missing time or peer column is an error naming it, and so is a missing
     path or status column a filter needs (``_batches`` unmaps them when none does)."""
     quoted = "[" + ", ".join(_sql_str(f) for f in files) + "]"
@@ -450,7 +452,7 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
             return "NULL::VARCHAR"
         if not _COLUMN.fullmatch(name):  # FieldMap.parse checks too; this guards the SQL
             raise RegiongateError(f"{name!r} is not a column name")
-        if present is not None and name not in present:
+        if present is not None and name.lower() not in present:  # DuckDB ignores case
             if required:
                 raise RegiongateError(
                     f"{files[0]}: no column {name!r} (it has {', '.join(sorted(present))}); "
@@ -522,13 +524,23 @@ def _query(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
             f"SELECT ts, peer, org, xff{extra} FROM src")  # fmt: skip
 
 
+def _check_filter_fields(keep: LineFilter, fields: FieldMap) -> None:
+    for wanted, name, option in ((keep.paths, fields.path, "--path"),
+                                 (keep.statuses, fields.status, "--status")):  # fmt: skip
+        if wanted and name is None:
+            what = option.removeprefix("--")
+            raise RegiongateError(
+                f"{option} needs the {what} field: map it with --field {what}=COLUMN"
+            )
+
+
 def _columns(con: Any, files: Sequence[str], fmt: str, fields: FieldMap) -> set[str] | None:
     """The columns of a CSV or Parquet source (JSON lines declare theirs; nginx has its own)."""
     if fmt not in ("csv", "parquet"):
         return None
     quoted = "[" + ", ".join(_sql_str(f) for f in files) + "]"
     rows = con.execute(f"DESCRIBE SELECT * FROM {_reader_sql(quoted, files, fmt, fields)}")
-    return {str(r[0]) for r in rows.fetchall()}
+    return {str(r[0]).lower() for r in rows.fetchall()}
 
 
 def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
@@ -536,9 +548,11 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
     """The lines of ``files`` in batches, read and joined in one thread and made ready for
     numpy (:func:`_prepare`) in another, while the caller works on the batch before."""
     import duckdb
+    import pyarrow as pa
 
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would mix in
+    _check_filter_fields(keep, fields)
     # path and status are read only to filter on (a JSON field costs its parse on every line)
     fields = dataclasses.replace(fields, path=fields.path if keep.paths else None,
                                  status=fields.status if keep.statuses else None)  # fmt: skip
@@ -547,8 +561,11 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
         reader = con.sql(query).to_arrow_reader(batch_size)
         # Two threads: one drives DuckDB, one prepares what it hands over.
         yield from _prefetch(map(_prepare, _prefetch(_coalesced(reader, batch_size))))
-    except duckdb.Error as exc:
-        raise RegiongateError(f"reading {', '.join(files)}: {str(exc).splitlines()[0]}") from None
+    except (duckdb.Error, OSError, pa.ArrowException) as exc:
+        # DuckDB's errors come through the Arrow stream too (a truncated gzip file: OSError)
+        text = str(exc).strip()
+        line = text.splitlines()[0] if text else type(exc).__name__
+        raise RegiongateError(f"reading {', '.join(files)}: {line}") from None
     finally:
         if fmt == "csv":
             try:
@@ -928,7 +945,12 @@ def replay(
             local.append(code)
         return local
 
-    for lines in _batches(files, fmt, fields, keep, batch_size, threads):
+    # CSV files are read one by one: each has its own header (columns in any order, some
+    # missing) and delimiter, and DuckDB counts rejected rows only per single-schema read.
+    groups = [[f] for f in files] if fmt == "csv" else [list(files)]
+    for lines in itertools.chain.from_iterable(
+        _batches(group, fmt, fields, keep, batch_size, threads) for group in groups
+    ):
         n = len(lines.ts)
         report.total_lines += n
         ts, peer_v4, peer_is_v4 = lines.ts, lines.peer_v4, lines.peer_is_v4
@@ -1241,7 +1263,8 @@ def _reference_lines(path: str, fmt: str, fields: FieldMap) -> Iterator[dict[str
                     continue
                 yield obj if isinstance(obj, dict) else None
         elif fmt == "csv":
-            yield from csv.DictReader(fh)
+            for row in csv.DictReader(fh):
+                yield {(k.lower() if isinstance(k, str) else k): v for k, v in row.items()}
         elif fmt == "nginx":
             pattern = re.compile(NGINX_RE)
             for line in fh:
@@ -1287,6 +1310,9 @@ def replay_reference(
         fields = FieldMap(time="time", peer="remote_addr", xff="x_forwarded_for", org="org",
                           key="key_id", path="path", status="status")  # fmt: skip
     keep = keep or LineFilter()
+    _check_filter_fields(keep, fields)
+    if fmt == "csv":  # CSV columns are matched ignoring case, as DuckDB does
+        fields = FieldMap(**{k: v.lower() if v else v for k, v in fields.__dict__.items()})
     key_orgs = key_orgs or {}
     config = client_ip or ClientIPConfig()
     resolver = ClientResolver(config)

@@ -43,8 +43,8 @@ def impact(
         list[str] | None,
         typer.Option(
             "--field",
-            help="NAME=COLUMN for time, peer, xff, org, key (e.g. --field time=@timestamp; "
-            "--field xff= for none).",
+            help="NAME=COLUMN for time, peer, xff, org, key, path, status (e.g. --field "
+            "time=@timestamp; --field xff= for none).",
         ),
     ] = None,
     path: Annotated[
@@ -198,6 +198,12 @@ def _summary(data: dict[str, object], top: int) -> None:
         f"and {totals['affected_requests']:,} requests affected",
         highlight=False,
     )
+    if lines.get("filtered") and lines["filtered"] == lines["parsed"]:
+        err.print(
+            "[yellow]warning:[/] --path/--status left out every readable line: check them "
+            "and the path and status fields (--field path=COLUMN, --field status=COLUMN)",
+            highlight=False,
+        )
     table = Table(title="by territory", title_justify="left")
     for name in ("territory", "requests", "allow", "flag", "block"):
         table.add_column(name, justify="left" if name == "territory" else "right")

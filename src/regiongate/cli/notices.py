@@ -259,6 +259,7 @@ def plan(
                 "already_planned": [d.to_dict() for d in result.existing],
                 "no_contact": no_contact,
                 "below_threshold": [o.org for o in planned.below_threshold],
+                "not_organisations": report.not_organisations,
             }
         )
         return
@@ -291,6 +292,15 @@ def plan(
         f"(affected requests >= {min_requests}, share >= {_share(min_share)})",
         highlight=False,
     )
+    if report.not_organisations:
+        shown = ", ".join(repr(o)[:40] for o in report.not_organisations[:5])
+        more = len(report.not_organisations) - 5
+        err.print(
+            f"skipped {len(report.not_organisations)} report entries that name no organisation "
+            f"(lines without one, or ids that are not organisation ids): {escape(shown)}"
+            + (f" and {more} more" if more > 0 else ""),
+            highlight=False,
+        )
     if planned.no_contact:
         err.print(
             f"[yellow]no contact[/] for {len(planned.no_contact)} affected organisations "

@@ -98,6 +98,10 @@ class ImpactReport:
     enforce_from: str | None
     generated_at: str | None
     orgs: list[OrgImpact]
+    # Entries that name no organisation a notice could go to: "(none)" (lines without an
+    # org or key) and ids read from logs that are not organisation ids (too long, control
+    # characters). Skipped, and listed by `notices plan`.
+    not_organisations: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +193,18 @@ def _counts(value: Any, key: str, *, territories: bool) -> dict[str, int]:
     return counts
 
 
+NO_ORG = "(none)"  # regiongate impact's entry for lines without an organisation
+
+
+def _is_org_id(org: str) -> bool:
+    return 0 < len(org) <= 200 and org.isprintable()
+
+
 def _org_impact(entry: Any, key: str) -> OrgImpact:
     if not isinstance(entry, dict):
         raise _Bad(f"{key}: must be an object, not {type(entry).__name__}")
     org = entry.get("org")
-    if not isinstance(org, str) or not org or len(org) > 200 or not org.isprintable():
+    if not isinstance(org, str) or not _is_org_id(org):
         raise _Bad(f"{key}.org: must be an organisation id (1-200 printable characters)")
     requests = _int(entry.get("requests"), f"{key}.requests")
     affected = _int(entry.get("affected_requests"), f"{key}.affected_requests")
@@ -236,7 +247,12 @@ def load_impact(path: Path) -> ImpactReport:
             raise _Bad("orgs: must be an array")
         orgs: list[OrgImpact] = []
         seen: set[str] = set()
+        skipped: list[str] = []
         for i, entry in enumerate(orgs_doc):
+            label = entry.get("org") if isinstance(entry, dict) else None
+            if isinstance(label, str) and (label == NO_ORG or not _is_org_id(label)):
+                skipped.append(label)
+                continue
             org = _org_impact(entry, f"orgs[{i}]")
             if org.org in seen:
                 raise _Bad(f"orgs[{i}].org: {org.org!r} appears twice")
@@ -251,6 +267,7 @@ def load_impact(path: Path) -> ImpactReport:
             enforce_from=_time(doc.get("enforce_from"), "enforce_from"),
             generated_at=_time(doc.get("generated_at"), "generated_at"),
             orgs=orgs,
+            not_organisations=skipped,
         )
     except _Bad as exc:
         raise InputError(f"{name}: {exc}") from None
