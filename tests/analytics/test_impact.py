@@ -361,6 +361,23 @@ def test_csv_columns_match_ignoring_case_and_differ_between_files(
         run([a, b], snap, keep=keep)  # a file without the column a filter needs
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "nginx"])
+def test_lines_that_are_not_utf8_are_counted_as_malformed(
+    tmp_path: Path, snap: Snapshot, fmt: str
+) -> None:
+    path = tmp_path / {"jsonl": "u.jsonl", "csv": "u.csv", "nginx": "u.log"}[fmt]
+    {"jsonl": write_jsonl, "csv": write_csv, "nginx": write_nginx}[fmt](path, LINES[:2])
+    text = path.read_bytes().splitlines(keepends=True)
+    bad = text[0 if fmt == "nginx" else 1].replace(b"org-us", b"org-\xff\xfe")
+    assert bad != text[0 if fmt == "nginx" else 1]
+    path.write_bytes(b"".join([*text, bad]))
+    got = run([path], snap)
+    same(got, reference([path], snap))
+    assert got["lines"]["malformed"] == reference([path], snap)["lines"]["malformed"]
+    assert got["lines"]["total"] == len(text) - (fmt == "csv") + 1  # the header is no line
+    assert "org-\ufffd\ufffd" not in {o["org"] for o in got["orgs"]}
+
+
 def test_a_damaged_compressed_file_is_a_clear_error(tmp_path: Path, snap: Snapshot) -> None:
     whole, cut = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
     write_jsonl(whole, LINES * 20_000, malformed=0)  # big enough to break mid-stream

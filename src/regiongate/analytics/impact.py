@@ -465,7 +465,7 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
         names = "[" + ", ".join(_sql_str(n) for n in _NGINX_NAMES) + "]"
         lines = (f"read_csv({quoted}, columns={{'line': 'VARCHAR'}}, delim='\x01', quote='', "
                  "escape='', header=false, auto_detect=false, strict_mode=false, "
-                 "ignore_errors=true)")  # fmt: skip
+                 "ignore_errors=true, store_rejects=true)")  # fmt: skip
         return (
             "SELECT CAST(epoch(try_strptime(m.time_local, '%d/%b/%Y:%H:%M:%S %z')) AS DOUBLE) "
             "AS ts, nullif(m.remote_addr, '') AS peer, nullif(m.x_forwarded_for, '-') AS xff, "
@@ -544,9 +544,13 @@ def _columns(con: Any, files: Sequence[str], fmt: str, fields: FieldMap) -> set[
 
 
 def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
-             batch_size: int, threads: int | None) -> Iterator[_Lines]:  # fmt: skip
+             batch_size: int, threads: int | None,
+             rejected: list[int]) -> Iterator[_Lines]:  # fmt: skip
     """The lines of ``files`` in batches, read and joined in one thread and made ready for
-    numpy (:func:`_prepare`) in another, while the caller works on the batch before."""
+    numpy (:func:`_prepare`) in another, while the caller works on the batch before.
+
+    Lines of a CSV or nginx log that DuckDB's CSV reader rejects (a row that does not fit the
+    header, bytes that are not UTF-8) never reach a batch: their count goes to ``rejected``."""
     import duckdb
     import pyarrow as pa
 
@@ -567,16 +571,13 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
         line = text.splitlines()[0] if text else type(exc).__name__
         raise RegiongateError(f"reading {', '.join(files)}: {line}") from None
     finally:
-        if fmt == "csv":
+        if fmt in ("csv", "nginx"):
             try:
-                rejected = con.execute("SELECT count(*) FROM reject_errors").fetchone()
-                _CSV_REJECTS.append(int(rejected[0]) if rejected else 0)
+                count = con.execute("SELECT count(*) FROM reject_errors").fetchone()
+                rejected.append(int(count[0]) if count else 0)
             except duckdb.Error:
-                _CSV_REJECTS.append(0)
+                pass  # nothing was read
         con.close()
-
-
-_CSV_REJECTS: list[int] = []
 
 
 @dataclass(slots=True)
@@ -932,7 +933,7 @@ def replay(
     memo: dict[tuple[str, str | None], tuple[int, tuple[int, int] | None]] = {}
     org_codes: dict[str, int] = {}
     org_names: list[str] = []
-    _CSV_REJECTS.clear()
+    rejected: list[int] = []  # lines the CSV reader turned away, per read
 
     def codes(names: Iterable[str]) -> list[int]:
         """Replay-wide codes of organisation names, new ones numbered as they come."""
@@ -949,7 +950,7 @@ def replay(
     # missing) and delimiter, and DuckDB counts rejected rows only per single-schema read.
     groups = [[f] for f in files] if fmt == "csv" else [list(files)]
     for lines in itertools.chain.from_iterable(
-        _batches(group, fmt, fields, keep, batch_size, threads) for group in groups
+        _batches(group, fmt, fields, keep, batch_size, threads, rejected) for group in groups
     ):
         n = len(lines.ts)
         report.total_lines += n
@@ -1060,9 +1061,8 @@ def replay(
                    other_action if other is not None else None)  # fmt: skip
         if progress is not None:
             progress(n)
-    if fmt == "csv":
-        report.total_lines += sum(_CSV_REJECTS)
-        report.malformed += sum(_CSV_REJECTS)
+    report.total_lines += sum(rejected)
+    report.malformed += sum(rejected)
     return report
 
 
@@ -1219,18 +1219,27 @@ def _tally(
 # --- the per-line reference -----------------------------------------------------------------------
 
 
-def _open_text(path: str) -> io.TextIOBase | Any:
+def _open_text(path: str, errors: str = "replace") -> io.TextIOBase | Any:
     if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+        return gzip.open(path, "rt", encoding="utf-8", errors=errors)
     if path.endswith((".zst", ".zstd")):
         import zstandard
 
         return io.TextIOWrapper(
             zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
             encoding="utf-8",
-            errors="replace",
+            errors=errors,
         )
-    return open(path, encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors=errors)
+
+
+def _not_utf8(text: str) -> bool:
+    """Whether ``text`` (read with ``surrogateescape``) held bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _parse_time(value: object) -> float | None:
@@ -1250,12 +1259,20 @@ def _parse_time(value: object) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def _reference_lines(path: str, fmt: str, fields: FieldMap) -> Iterator[dict[str, Any] | None]:
-    with _open_text(path) as fh:
+def _reference_lines(
+    path: str, fmt: str, fields: FieldMap, *, strict_utf8: bool = False
+) -> Iterator[dict[str, Any] | None]:
+    """Records of a log, ``None`` for a line that cannot be read. ``strict_utf8``: a line with
+    bytes that are not UTF-8 cannot be (DuckDB's readers turn it away); otherwise such bytes
+    read as U+FFFD."""
+    with _open_text(path, "surrogateescape" if strict_utf8 else "replace") as fh:
         if fmt == "jsonl":
             for line in fh:
                 if not line.strip():
                     continue  # a blank line is no log line (DuckDB skips them too)
+                if strict_utf8 and _not_utf8(line):
+                    yield None
+                    continue
                 try:
                     obj = json.loads(line)
                 except ValueError:
@@ -1264,11 +1281,17 @@ def _reference_lines(path: str, fmt: str, fields: FieldMap) -> Iterator[dict[str
                 yield obj if isinstance(obj, dict) else None
         elif fmt == "csv":
             for row in csv.DictReader(fh):
+                if strict_utf8 and any(isinstance(v, str) and _not_utf8(v) for v in row.values()):
+                    yield None
+                    continue
                 yield {(k.lower() if isinstance(k, str) else k): v for k, v in row.items()}
         elif fmt == "nginx":
             pattern = re.compile(NGINX_RE)
             for line in fh:
                 if not line.strip():
+                    continue
+                if strict_utf8 and _not_utf8(line):
+                    yield None
                     continue
                 m = pattern.match(line.rstrip("\n"))
                 if m is None:
@@ -1320,7 +1343,7 @@ def replay_reference(
     enforce = policy.enforce_from.timestamp() if policy.enforce_from else None
     invalid = Origin(flags=frozenset({Flag.INVALID}), note="unreadable client address")
     for path in files:
-        for rec in _reference_lines(path, fmt, fields):
+        for rec in _reference_lines(path, fmt, fields, strict_utf8=True):
             report.total_lines += 1
             ts = _parse_time(rec.get(fields.time)) if rec else None
             peer = rec.get(fields.peer) if rec else None
