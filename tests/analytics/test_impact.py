@@ -378,6 +378,18 @@ def test_lines_that_are_not_utf8_are_counted_as_malformed(
     assert "org-\ufffd\ufffd" not in {o["org"] for o in got["orgs"]}
 
 
+def test_tab_separated_and_byte_order_marked_logs(tmp_path: Path, snap: Snapshot) -> None:
+    tsv, marked = tmp_path / "a.tsv", tmp_path / "b.jsonl"
+    write_csv(tmp_path / "a.csv", LINES)
+    tsv.write_text((tmp_path / "a.csv").read_text().replace(",", "\t"))
+    write_jsonl(marked, LINES)
+    marked.write_bytes(b"\xef\xbb\xbf" + marked.read_bytes())
+    for path in (tsv, marked):
+        got = run([path], snap)
+        same(got, reference([path], snap))
+        assert got["lines"]["parsed"] == len(LINES), path.name
+
+
 def test_a_damaged_compressed_file_is_a_clear_error(tmp_path: Path, snap: Snapshot) -> None:
     whole, cut = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
     write_jsonl(whole, LINES * 20_000, malformed=0)  # big enough to break mid-stream

@@ -1220,17 +1220,18 @@ def _tally(
 
 
 def _open_text(path: str, errors: str = "replace") -> io.TextIOBase | Any:
+    # utf-8-sig: a byte-order mark at the start is no part of the first line (DuckDB skips it)
     if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors=errors)
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors=errors)
     if path.endswith((".zst", ".zstd")):
         import zstandard
 
         return io.TextIOWrapper(
             zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
-            encoding="utf-8",
+            encoding="utf-8-sig",
             errors=errors,
         )
-    return open(path, encoding="utf-8", errors=errors)
+    return open(path, encoding="utf-8-sig", errors=errors)
 
 
 def _not_utf8(text: str) -> bool:
@@ -1280,7 +1281,8 @@ def _reference_lines(
                     continue
                 yield obj if isinstance(obj, dict) else None
         elif fmt == "csv":
-            for row in csv.DictReader(fh):
+            tsv = path.lower().removesuffix(".gz").removesuffix(".zst").endswith(".tsv")
+            for row in csv.DictReader(fh, delimiter="\t" if tsv else ","):
                 if strict_utf8 and any(isinstance(v, str) and _not_utf8(v) for v in row.values()):
                     yield None
                     continue
