@@ -350,21 +350,26 @@ def fig_throughput(quick: bool) -> list[dict[str, Any]]:
 def fig_server_choice(quick: bool) -> list[dict[str, Any]]:
     """uvicorn vs granian in front of the same gateway (docs/gateway.md: why uvicorn): the
     decision endpoint against each server's own plain 204, and the proxy against nginx.
-    Rounds alternate the servers; medians of the per-round ratios."""
+    Rounds alternate which server goes first; medians of the per-round ratios; every URL is
+    warmed up as long as it is measured."""
     import importlib.util
 
-    if importlib.util.find_spec("granian") is None or shutil.which("wrk") is None:
+    if importlib.util.find_spec("granian") is None or not (
+        shutil.which("wrk") and shutil.which("nginx")
+    ):
         return [{"figure": "11-12g", "name": "server choice (uvicorn vs granian)",
-                 "skipped": "needs granian (pip install -e '.[bench]') and wrk"}]  # fmt: skip
+                 "skipped": "needs granian (the bench extra), wrk and nginx"}]  # fmt: skip
     seconds = 2 if quick else 4
     ratios: dict[str, list[float]] = {}
     rates: dict[str, list[float]] = {}
     up, ng = _free_port(), _free_port()
     with _nginx(up, ng):
         env = {"REGIONGATE_SERVER_UPSTREAM": f"http://127.0.0.1:{up}"}
-        for _ in range(2 if quick else 3):
+        _wrk(f"http://127.0.0.1:{ng}/v1/models", seconds)  # warm-up
+        for round_ in range(2 if quick else 3):
             nginx = _wrk(f"http://127.0.0.1:{ng}/v1/models", seconds)
-            for server in ("uvicorn", "granian"):
+            servers = ("uvicorn", "granian") if round_ % 2 == 0 else ("granian", "uvicorn")
+            for server in servers:
                 plain, gw = _free_port(), _free_port()
                 if server == "uvicorn":
                     cmds = (
@@ -376,12 +381,14 @@ def fig_server_choice(quick: bool) -> list[dict[str, Any]]:
                             _granian("bench_apps:gateway", gw, factory=True))  # fmt: skip
                 with _process(cmds[0], plain), _process(cmds[1], gw, env):
                     decide = f"http://127.0.0.1:{gw}/_regiongate/decide"
-                    _wrk(decide, seconds, lua=_LUA_MIX)  # warm-up, as in fig_throughput
-                    base = _wrk(f"http://127.0.0.1:{plain}/_regiongate/decide", seconds,
-                                lua=_LUA_MIX)  # fmt: skip
+                    bare = f"http://127.0.0.1:{plain}/_regiongate/decide"
+                    proxy = f"http://127.0.0.1:{gw}/v1/models"
+                    for url in (bare, decide):  # warm-ups, as in fig_throughput
+                        _wrk(url, seconds, lua=_LUA_MIX)
+                    _wrk(proxy, seconds, header="X-Forwarded-For: 8.8.8.8")
+                    base = _wrk(bare, seconds, lua=_LUA_MIX)
                     ours = _wrk(decide, seconds, lua=_LUA_MIX)
-                    proxied = _wrk(f"http://127.0.0.1:{gw}/v1/models", seconds,
-                                   header="X-Forwarded-For: 8.8.8.8")  # fmt: skip
+                    proxied = _wrk(proxy, seconds, header="X-Forwarded-For: 8.8.8.8")
                 ratios.setdefault(f"{server} decide", []).append(ours / base)
                 ratios.setdefault(f"{server} serve", []).append(proxied / nginx)
                 rates.setdefault(f"{server} decide", []).append(ours)

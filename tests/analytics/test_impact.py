@@ -134,7 +134,7 @@ def test_each_format_equals_the_reference(
     assert orgs["org-us"]["affected_requests"] == 0 and orgs["org-us"]["requests"] == 3
     assert orgs["org-crimea"]["unsupported_territories"] == {"UA-43": 1}
     assert orgs["org-bad"]["affected_requests"] == 1  # invalid client: api-2024 blocks
-    assert orgs["kid_0"]["requests"] == 1  # no organisation: its key id stands for one
+    assert orgs["key:kid_0"]["requests"] == 1  # no organisation: its key id stands for one
     assert orgs["org-cn"]["first_seen"] == "2024-06-26T10:00:00+00:00"
 
 
@@ -216,7 +216,7 @@ def test_field_mapping(tmp_path: Path, snap: Snapshot) -> None:
     same(run([path], snap, fields=fields), run([tmp_path / "std.jsonl"], snap))
     # without a key field a line without an organisation is no one's
     orgs = run([path], snap, fields=FieldMap.parse(["key="], fields))["orgs"]
-    assert "(none)" in {o["org"] for o in orgs} and "kid_0" not in {o["org"] for o in orgs}
+    assert "(none)" in {o["org"] for o in orgs} and "key:kid_0" not in {o["org"] for o in orgs}
     with pytest.raises(RegiongateError, match="NAME=COLUMN"):
         FieldMap.parse(["where=x"])
     with pytest.raises(RegiongateError, match="needs a column"):
@@ -299,11 +299,11 @@ def test_path_status_filter_and_key_owners(
     assert got["lines"] == {"total": 13, "parsed": 13, "malformed": 0, "filtered": 7}
     assert got["filter"] == {"paths": ["/v1/"], "statuses": ["200-299", "429"]}
     orgs = {o["org"]: o["requests"] for o in got["orgs"]}
-    assert orgs == {"org-us": 2, "org-cn": 1, "kid_unknown": 1, "(none)": 2}
+    assert orgs == {"org-us": 2, "org-cn": 1, "key:kid_unknown": 1, "(none)": 2}
     # without the store's keys a key stands for itself; without a filter every line counts
     plain = run([path], snap, key_orgs=None)
     assert plain["lines"]["filtered"] == 0
-    assert {o["org"]: o["requests"] for o in plain["orgs"]}["kid_cn"] == 2
+    assert {o["org"]: o["requests"] for o in plain["orgs"]}["key:kid_cn"] == 2
 
 
 def test_line_filter_rules_and_bad_specs() -> None:
@@ -396,7 +396,7 @@ def test_a_damaged_compressed_file_is_a_clear_error(tmp_path: Path, snap: Snapsh
     data = whole.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     # broken mid-stream, the error comes through the Arrow reader (an OSError), not DuckDB
-    with pytest.raises(RegiongateError, match=r"reading .*b\.jsonl\.gz: .*GZIP"):
+    with pytest.raises(RegiongateError, match=r"GZIP stream: .*b\.jsonl\.gz$"):
         replay([str(whole), str(cut)], policy=load_policy("api-2024"), snapshot=snap)
 
 
@@ -477,6 +477,33 @@ def test_cli_filters_and_attributes_keys_from_the_store(
                          (["--store", "postgresql://127.0.0.1:1/none"], "unavailable")):  # fmt: skip
         result = CliRunner().invoke(app, [*args, *bad])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_cli_resolve_keys_needs_a_store_with_keys(
+    tmp_path: Path, tiny_snapshot_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from regiongate.accounts.store import store_from_url
+    from regiongate.cli.app import app
+
+    monkeypatch.setenv("REGIONGATE_HOME", str(tmp_path))
+    write_routed(tmp_path / "r.jsonl", "jsonl")
+    args = ["impact", str(tmp_path / "r.jsonl"), "--snapshot", str(tiny_snapshot_path)]
+    result = CliRunner().invoke(app, [*args, "--resolve-keys"])  # no store anywhere: refused
+    assert result.exit_code == 2 and "--resolve-keys: no account store at" in result.output
+    assert not list(tmp_path.glob("*.db")), "an empty store was created"
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    store_from_url(url).close()  # a store without keys: a warning, and the key ids stay
+    result = CliRunner().invoke(app, [*args, "--store", url, "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0 and "the account store has no keys" in result.output
+    orgs = {o["org"] for o in json.loads((tmp_path / "r.json").read_text())["orgs"]}
+    assert "key:kid_cn" in orgs
+
+
+def test_an_empty_csv_file_has_no_lines(tmp_path: Path, snap: Snapshot) -> None:
+    write_csv(tmp_path / "a.csv", LINES)
+    (tmp_path / "empty.csv").write_text("")
+    got = run([tmp_path / "empty.csv", tmp_path / "a.csv"], snap)
+    same(got, run([tmp_path / "a.csv"], snap))
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("jsonl", "s.jsonl.gz"), ("csv", "s.csv"),

@@ -143,7 +143,11 @@ def test_plan_skips_entries_that_name_no_organisation(
 ) -> None:
     """What `regiongate impact` reports for lines without an org ("(none)") or under an id
     read from the log that is no organisation id is listed, not planned, and not fatal."""
-    odd = ["(none)", "kid\tx", "k" * 300]
+    from regiongate.analytics import impact
+    from regiongate.notify import inputs
+
+    assert (inputs.NO_ORG, inputs.KEY_PREFIX) == (impact._NO_ORG, impact.KEY_PREFIX)
+    odd = ["(none)", "key:kid_9", "kid\tx", "k" * 300]
     report = write_impact(
         home / "odd.json", [org_entry("acme", requests=1200, affected=300),
                             *(org_entry(o, requests=10, affected=10) for o in odd)],
@@ -155,7 +159,7 @@ def test_plan_skips_entries_that_name_no_organisation(
     result = run(db_url, "notices", "plan", "--policy", POLICY, "--impact", report,
                  "--campaign", "other")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "skipped 3 report entries that name no organisation" in result.stderr
+    assert "skipped 4 report entries that name no organisation" in result.stderr
     assert "no contact: (none)" not in result.stderr
 
 

@@ -56,6 +56,7 @@ from regiongate.policy import Action, Context, Decision, Phase, Policy
 
 __all__ = [
     "FORMATS",
+    "KEY_PREFIX",
     "FieldMap",
     "ImpactReport",
     "LineFilter",
@@ -70,6 +71,9 @@ _ACTION_CODE: Final = {Action.ALLOW: 0, Action.FLAG: 1, Action.BLOCK: 2}
 _ANON_BITS: Final = sum(FLAG_BITS[f] for f in (Flag.TOR, Flag.VPN, Flag.PROXY, Flag.HOSTING,
                                                  Flag.RELAY))  # fmt: skip
 _NO_ORG: Final = "(none)"
+# A line without an org whose key id no known organisation owns is reported under the key id
+# with this prefix (not mistaken for, nor merged with, an organisation's id).
+KEY_PREFIX: Final = "key:"
 _DAY: Final = 86400.0
 
 # nginx: the combined format, optionally followed by "$http_x_forwarded_for" $org $key_id
@@ -196,10 +200,20 @@ def _status_code(value: object) -> int | None:
     return int(text) if len(text) == 3 and text.isascii() and text.isdigit() else None
 
 
-def detect_format(path: str) -> str:
+def _bare_name(path: str) -> str:
+    """``path`` in lower case without a compression suffix."""
     name = path.lower()
     for suffix in (".gz", ".zst", ".zstd"):
         name = name.removesuffix(suffix)
+    return name
+
+
+def _is_tsv(path: str) -> bool:
+    return _bare_name(path).endswith(".tsv")
+
+
+def detect_format(path: str) -> str:
+    name = _bare_name(path)
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     if name.endswith((".csv", ".tsv")):
@@ -455,8 +469,8 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
         if present is not None and name.lower() not in present:  # DuckDB ignores case
             if required:
                 raise RegiongateError(
-                    f"{files[0]}: no column {name!r} (it has {', '.join(sorted(present))}); "
-                    "map one with --field"
+                    f"{', '.join(files)}: no column {name!r} (there are "
+                    f"{', '.join(sorted(present))}); map one with --field"
                 )
             return "NULL::VARCHAR"
         return f'CAST("{name}" AS VARCHAR)'
@@ -495,8 +509,7 @@ def _reader_sql(quoted: str, files: Sequence[str], fmt: str, fields: FieldMap) -
         return (f"read_json({quoted}, format='newline_delimited', ignore_errors=true, "
                 f"columns={{{columns}}}, maximum_object_size=1048576)")  # fmt: skip
     if fmt == "csv":
-        delim = "\t" if files[0].lower().removesuffix(".gz").removesuffix(".zst").endswith(
-            ".tsv") else ","  # fmt: skip
+        delim = "\t" if _is_tsv(files[0]) else ","
         return (f"read_csv({quoted}, header=true, all_varchar=true, ignore_errors=true, "
                 f"delim={_sql_str(delim)}, quote='\"', strict_mode=false, null_padding=true, "
                 "store_rejects=true)")  # fmt: skip
@@ -556,7 +569,6 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
 
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would mix in
-    _check_filter_fields(keep, fields)
     # path and status are read only to filter on (a JSON field costs its parse on every line)
     fields = dataclasses.replace(fields, path=fields.path if keep.paths else None,
                                  status=fields.status if keep.statuses else None)  # fmt: skip
@@ -901,8 +913,8 @@ def replay(
     """Replay ``files`` (one format) through resolution, intel and ``policy``.
 
     ``keep`` says which lines count (the rest are counted as filtered); a line without an
-    organisation is its key's: ``key_orgs[key]`` (the accounts store's keys), else the key id
-    itself."""
+    organisation is its key's: ``key_orgs[key]`` (the accounts store's keys), else
+    ``"key:" + key``."""
     if not files:
         raise RegiongateError("no log files given")
     for f in files:
@@ -925,6 +937,7 @@ def replay(
         _Decider(against, against_snapshot or snapshot, at, nrows) if against is not None else None
     )
     keep = keep or LineFilter()
+    _check_filter_fields(keep, fields)
     key_orgs = key_orgs or {}
     report = ImpactReport(policy=policy, against=against, at=at, files=list(files), keep=keep)
     row_flags = snapshot._row_flags
@@ -948,7 +961,8 @@ def replay(
 
     # CSV files are read one by one: each has its own header (columns in any order, some
     # missing) and delimiter, and DuckDB counts rejected rows only per single-schema read.
-    groups = [[f] for f in files] if fmt == "csv" else [list(files)]
+    # An empty file has no lines (nor a header to read them by).
+    groups = [[f] for f in files if Path(f).stat().st_size] if fmt == "csv" else [list(files)]
     for lines in itertools.chain.from_iterable(
         _batches(group, fmt, fields, keep, batch_size, threads, rejected) for group in groups
     ):
@@ -1039,7 +1053,9 @@ def replay(
         lookup = np.asarray([*by_org, none_code if none_code is not None else 0], dtype=np.int64)
         org = lookup[idx]  # -1 indexes the last element: (none)
         if lines.key_index is not None and with_key.any():
-            by_key = np.asarray(codes(key_orgs.get(k, k) for k in lines.key_names), dtype=np.int64)
+            by_key = np.asarray(
+                codes(key_orgs.get(k) or KEY_PREFIX + k for k in lines.key_names), dtype=np.int64
+            )
             org[with_key] = by_key[lines.key_index[with_key]]
         # exemptions: decide those lines one by one, with their account and address
         special = np.zeros(n, dtype=np.bool_)
@@ -1281,8 +1297,7 @@ def _reference_lines(
                     continue
                 yield obj if isinstance(obj, dict) else None
         elif fmt == "csv":
-            tsv = path.lower().removesuffix(".gz").removesuffix(".zst").endswith(".tsv")
-            for row in csv.DictReader(fh, delimiter="\t" if tsv else ","):
+            for row in csv.DictReader(fh, delimiter="\t" if _is_tsv(path) else ","):
                 if strict_utf8 and any(isinstance(v, str) and _not_utf8(v) for v in row.values()):
                     yield None
                     continue
@@ -1366,7 +1381,7 @@ def replay_reference(
             if org_name not in (None, ""):
                 org_name = str(org_name)
             elif key not in (None, ""):
-                org_name = key_orgs.get(str(key), str(key))
+                org_name = key_orgs.get(str(key)) or KEY_PREFIX + str(key)
             else:
                 org_name = _NO_ORG
             headers = [(config.header, xff)] if xff else []

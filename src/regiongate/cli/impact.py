@@ -178,11 +178,21 @@ def impact(
 
 
 def _key_orgs(settings: Settings) -> dict[str, str]:
-    """Key id → organisation, from the account store (revoked keys too: old lines used them)."""
+    """Key id → organisation, from the account store (revoked keys too: old lines used them).
+    A store that does not exist is an error (not created empty); one without keys a warning."""
     from regiongate.cli.accounts import _open_store
 
+    url = settings.store_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise RegiongateError(
+            f"--resolve-keys: no account store at {url.removeprefix('sqlite:///')} "
+            "(give --store URL, or import the keys with `regiongate accounts`)"
+        )
     with _open_store(settings) as store:
-        return {key.key_id: key.org for key in store.list_keys()}
+        owners = {key.key_id: key.org for key in store.list_keys()}
+    if not owners:
+        err.print("[yellow]warning:[/] the account store has no keys: key ids stay as they are")
+    return owners
 
 
 def _summary(data: dict[str, object], top: int) -> None:

@@ -193,7 +193,11 @@ def _counts(value: Any, key: str, *, territories: bool) -> dict[str, int]:
     return counts
 
 
-NO_ORG = "(none)"  # regiongate impact's entry for lines without an organisation
+# regiongate impact's entries that are no organisation (analytics.impact: _NO_ORG, KEY_PREFIX;
+# not imported, to keep numpy out of this module): lines without an org, and key ids no known
+# organisation owns.
+NO_ORG = "(none)"
+KEY_PREFIX = "key:"
 
 
 def _is_org_id(org: str) -> bool:
@@ -250,7 +254,9 @@ def load_impact(path: Path) -> ImpactReport:
         skipped: list[str] = []
         for i, entry in enumerate(orgs_doc):
             label = entry.get("org") if isinstance(entry, dict) else None
-            if isinstance(label, str) and (label == NO_ORG or not _is_org_id(label)):
+            if isinstance(label, str) and (
+                label == NO_ORG or label.startswith(KEY_PREFIX) or not _is_org_id(label)
+            ):
                 skipped.append(label)
                 continue
             org = _org_impact(entry, f"orgs[{i}]")
