@@ -48,6 +48,7 @@ from regiongate.accounts.model import (
     Review,
     State,
     TransitionError,
+    valid_id,
 )
 from regiongate.accounts.service import ReviewClosed, RulesEngine, decide_review
 from regiongate.accounts.store.base import Store, StoreUnavailable
@@ -477,7 +478,7 @@ def _check_text(value: object, param: str) -> None:
 
 
 def _check_id(value: str, param: str, status: int = 400) -> str:
-    if not value or len(value) > 200 or not value.isprintable():
+    if not valid_id(value):
         raise ApiError(
             status,
             f"{param} must be 1-200 printable characters",

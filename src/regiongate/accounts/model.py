@@ -32,6 +32,7 @@ __all__ = [
     "State",
     "TransitionError",
     "new_id",
+    "valid_id",
 ]
 
 
@@ -61,6 +62,12 @@ ALLOWED: Final[dict[State, frozenset[State]]] = {
 
 class TransitionError(ValueError):
     """A state change that is not allowed from the current state (or a stale expectation)."""
+
+
+def valid_id(value: str) -> bool:
+    """The rule for every id an operator or a report gives (organisations, keys, reviews,
+    campaigns): 1-200 printable characters."""
+    return 0 < len(value) <= 200 and value.isprintable()
 
 
 def new_id(prefix: str) -> str:

@@ -40,7 +40,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from regiongate.accounts.model import AuditEntry, Key, Org, Payment, State, TransitionError
+from regiongate.accounts.model import (
+    AuditEntry,
+    Key,
+    Org,
+    Payment,
+    State,
+    TransitionError,
+    valid_id,
+)
 from regiongate.cli.files import atomic_output
 from regiongate.errors import RegiongateError
 
@@ -202,7 +210,7 @@ def _when(ts: float) -> str:
 
 
 def _check_org(org: str) -> str:
-    if not org or len(org) > 200 or not org.isprintable():
+    if not valid_id(org):
         raise typer.BadParameter("must be 1-200 printable characters", param_hint="ORG")
     return org
 
@@ -586,7 +594,7 @@ def accounts_review(
     """Show a review's explained score; with --decision, decide it (the state changes too)."""
     from regiongate.accounts.service import ReviewClosed, decide_review
 
-    if not review_id or len(review_id) > 200 or not review_id.isprintable():
+    if not valid_id(review_id):
         raise typer.BadParameter("must be 1-200 printable characters", param_hint="ID")
     if len(note) > 2000 or not note.isprintable():
         raise typer.BadParameter("at most 2000 printable characters", param_hint="--note")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from regiongate.accounts.model import valid_id
 from regiongate.errors import RegiongateError
 from regiongate.notify.model import normalise_language
 
@@ -200,15 +201,11 @@ NO_ORG = "(none)"
 KEY_PREFIX = "key:"
 
 
-def _is_org_id(org: str) -> bool:
-    return 0 < len(org) <= 200 and org.isprintable()
-
-
 def _org_impact(entry: Any, key: str) -> OrgImpact:
     if not isinstance(entry, dict):
         raise _Bad(f"{key}: must be an object, not {type(entry).__name__}")
     org = entry.get("org")
-    if not isinstance(org, str) or not _is_org_id(org):
+    if not isinstance(org, str) or not valid_id(org):
         raise _Bad(f"{key}.org: must be an organisation id (1-200 printable characters)")
     requests = _int(entry.get("requests"), f"{key}.requests")
     affected = _int(entry.get("affected_requests"), f"{key}.affected_requests")
@@ -255,7 +252,7 @@ def load_impact(path: Path) -> ImpactReport:
         for i, entry in enumerate(orgs_doc):
             label = entry.get("org") if isinstance(entry, dict) else None
             if isinstance(label, str) and (
-                label == NO_ORG or label.startswith(KEY_PREFIX) or not _is_org_id(label)
+                label == NO_ORG or label.startswith(KEY_PREFIX) or not valid_id(label)
             ):
                 skipped.append(label)
                 continue

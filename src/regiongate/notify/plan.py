@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from regiongate.accounts.model import Org
+from regiongate.accounts.model import Org, valid_id
 from regiongate.errors import RegiongateError
 from regiongate.notify.inputs import Contact, ImpactReport, OrgImpact, parse_time, valid_email
 from regiongate.notify.model import Campaign, Channel, message_id_for
@@ -72,7 +72,7 @@ def build_plan(
         )
     enforce = _enforce_from(policy, report)
     name = campaign_id or policy.ref
-    if not name or len(name) > 200 or not name.isprintable():
+    if not valid_id(name):
         raise PlanError(f"campaign name {name!r:.80} must be 1-200 printable characters")
     notice_from = policy.notice_from.isoformat() if policy.notice_from else report.notice_from
     params: dict[str, Any] = {

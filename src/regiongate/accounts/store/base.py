@@ -33,6 +33,7 @@ from regiongate.accounts.model import (
     Payment,
     Review,
     State,
+    valid_id,
 )
 from regiongate.errors import RegiongateError
 
@@ -56,7 +57,7 @@ class StoreUnavailable(RegiongateError):
 
 def check_id(value: object, what: str) -> None:
     """Organisation, key, event and payment ids: 1-200 printable characters."""
-    if not isinstance(value, str) or not value or len(value) > 200 or not value.isprintable():
+    if not isinstance(value, str) or not valid_id(value):
         raise ValueError(f"{what} must be 1-200 printable characters, not {value!r:.80}")
 
 
