@@ -1016,12 +1016,12 @@ def replay(
                 if got is None:
                     headers = [(config.header, chain)] if chain is not None else []
                     resolved = resolver.resolve_text(peer, headers)
-                    row = snapshot.row_of(resolved.ip) if resolved.ip is not None else -1
                     value = (
                         (resolved.version or 4, resolved.value)
                         if resolved.value is not None
                         else None
                     )
+                    row = snapshot.row_of_value(*value) if value is not None else -1
                     if len(memo) > 1_000_000:
                         memo.clear()
                     got = memo[key] = (row, value)

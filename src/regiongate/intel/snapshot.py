@@ -198,7 +198,8 @@ class Snapshot:
         self.header = self._read_header(size, verify)
         self._arrays = self._map_sections()
         self._bind_tables()
-        self._values: list[list[SourceAnswer]] | None = None
+        self._raw_values: list[list[list[Any]]] | None = None
+        self._answers: dict[tuple[int, int], SourceAnswer] = {}
         self._cache_size = cache_size
         self._origins: list[Origin | None] = [None] * self.rows
         self.lookup = self._make_lookup()
@@ -293,27 +294,26 @@ class Snapshot:
         """Provenance of every source: name, format, data date, ranges, license."""
         return list(self.header["sources"])
 
-    def _source_values(self) -> list[list[SourceAnswer]]:
-        if self._values is None:
-            raw = json.loads(self._arrays["values_json"].tobytes())
-            names = [s["name"] for s in self.header["sources"]]
-            self._values = [
-                [
-                    SourceAnswer(
-                        source=name,
-                        country=v[0],
-                        subdivision=v[1],
-                        region=v[2],
-                        asn=v[3],
-                        org=v[4],
-                        kind=v[5],
-                        provider=v[6],
-                    )
-                    for v in values
-                ]
-                for name, values in zip(names, raw, strict=True)
-            ]
-        return self._values
+    def _answer(self, source: int, value: int) -> SourceAnswer:
+        """What source number ``source`` says in its answer number ``value``: built when
+        first asked for (a snapshot holds ~95k answers; a process needs a few thousand)."""
+        answer = self._answers.get((source, value))
+        if answer is None:
+            raw = self._raw_values
+            if raw is None:
+                raw = self._raw_values = json.loads(self._arrays["values_json"].tobytes())
+            v = raw[source][value]
+            answer = self._answers[(source, value)] = SourceAnswer(
+                source=self.header["sources"][source]["name"],
+                country=v[0],
+                subdivision=v[1],
+                region=v[2],
+                asn=v[3],
+                org=v[4],
+                kind=v[5],
+                provider=v[6],
+            )
+        return answer
 
     def origin_for_row(self, row: int) -> Origin:
         """The ``Origin`` of a snapshot row (as returned by :meth:`row_of`); cached."""
@@ -321,8 +321,8 @@ class Snapshot:
             return INVALID
         origin = self._origins[row]
         if origin is None:
-            values = self._source_values()
-            answers = [values[j][v] for j, v in enumerate(self._row_table[row].tolist()) if v]
+            answer = self._answer
+            answers = [answer(j, v) for j, v in enumerate(self._row_table[row].tolist()) if v]
             origin = make_origin(answers, self.consensus)
             self._origins[row] = origin
         return origin
@@ -371,28 +371,12 @@ class Snapshot:
     def lookup_value(self, version: int, value: int) -> Origin:
         """The ``Origin`` of an address already parsed to ``(version, integer)`` (IPv4-mapped
         addresses must already be IPv4): the gateway parses each client address once."""
-        if version == 4:
-            row: int = self._m_top[value >> 8]
-            if row & SPLIT_BIT:
-                j = row & 0x7FFFFFFF
-                k = bisect.bisect_right(
-                    self._m_l2_start, value, self._m_l2_off[j], self._m_l2_off[j + 1]
-                )
-                row = self._m_l2_row[k - 1]
-        else:
-            row = self._m_v6_row[self._v6_index(value)]
+        row = self.row_of_value(version, value)
         origin = self._origins[row]
         return origin if origin is not None else self.origin_for_row(row)
 
-    def row_of(self, ip: object) -> int:
-        """The snapshot row of an address; ``-1`` if it is not an address. Never raises."""
-        return self._row_of_slow(ip)
-
-    def _row_of_slow(self, ip: object) -> int:
-        parsed = parse_ip(ip)
-        if parsed is None:
-            return _INVALID_ROW
-        version, value = parsed
+    def row_of_value(self, version: int, value: int) -> int:
+        """The snapshot row of an address already parsed to ``(version, integer)``."""
         if version == 4:
             row: int = self._m_top[value >> 8]
             if row & SPLIT_BIT:
@@ -403,6 +387,16 @@ class Snapshot:
                 row = self._m_l2_row[k - 1]
             return row
         return self._m_v6_row[self._v6_index(value)]
+
+    def row_of(self, ip: object) -> int:
+        """The snapshot row of an address; ``-1`` if it is not an address. Never raises."""
+        return self._row_of_slow(ip)
+
+    def _row_of_slow(self, ip: object) -> int:
+        parsed = parse_ip(ip)
+        if parsed is None:
+            return _INVALID_ROW
+        return self.row_of_value(*parsed)
 
     def _v6_index(self, value: int) -> int:
         hi, lo = value >> 64, value & 0xFFFFFFFFFFFFFFFF
