@@ -378,6 +378,76 @@ def test_lines_that_are_not_utf8_are_counted_as_malformed(
     assert "org-\ufffd\ufffd" not in {o["org"] for o in got["orgs"]}
 
 
+NGINX_OK = (
+    '3.0.0.1 - - [10/Jul/2024:10:00:00 +0000] "GET /v1/models HTTP/1.1" 200 12 "-" '
+    '"ua" "-" org-us kid_0'
+)
+
+
+def test_odd_nginx_lines_read_alike(tmp_path: Path, snap: Snapshot) -> None:
+    """Blank lines are no lines; a raw 0x01 byte ends what is read of a line; \\d and \\S
+    are ASCII (a status in Arabic-Indic digits is malformed, a no-break space is no blank);
+    a 3 MB line is read, one over the 16 MiB limit is malformed."""
+    path = tmp_path / "odd.log"
+    lines = [
+        NGINX_OK,
+        "",
+        "   \t",
+        NGINX_OK,
+        NGINX_OK.replace('"ua"', '"u\x01a"'),  # cut inside the user agent: malformed
+        NGINX_OK.replace("kid_0", "kid_0\x01tail"),  # cut after the key: the key is kid_0
+        NGINX_OK.replace(" 200 ", " \u0662\u0660\u0660 "),  # not ASCII digits: malformed
+        NGINX_OK.replace("org-us", "org-\u00a0us"),  # a no-break space is part of the org
+        NGINX_OK.replace('"ua"', '"' + "u" * (3 << 20) + '"'),
+        NGINX_OK.replace('"ua"', '"' + "u" * (17 << 20) + '"'),  # over the limit: malformed
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    got = run([path], snap)
+    same(got, reference([path], snap))
+    assert got["lines"] == {"total": 8, "parsed": 5, "malformed": 3, "filtered": 0}
+    orgs = {o["org"]: o["requests"] for o in got["orgs"]}
+    assert orgs == {"org-us": 4, "org-\u00a0us": 1}
+
+
+def test_odd_json_values_read_alike(tmp_path: Path, snap: Snapshot) -> None:
+    """A repeated key keeps its first value (DuckDB's reading); numbers, booleans, objects
+    and arrays as organisation or key are their JSON text; lines of ASCII blanks are no
+    lines, a line of no-break spaces is malformed."""
+    path = tmp_path / "odd.jsonl"
+    t = '"time": "2024-07-10T10:00:00Z"'
+    rows = [
+        f'{{{t}, "remote_addr": "4.0.0.1", "remote_addr": "3.0.0.1", "org": "a", "org": "b"}}',
+        *(f'{{{t}, "remote_addr": "3.0.0.1", "org": {v}}}'
+          for v in ("123", "1.5", "1E3", "true", '{"x": [1, "\u00e9"]}', "[1, 2]", '""')),
+        f'{{{t}, "remote_addr": "3.0.0.1", "key_id": 7}}',
+        f'{{{t}, "remote_addr": "3.0.0.1", "key_id": false}}',
+        "   ", "\t\f\v", "\u00a0",
+    ]  # fmt: skip
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    got = run([path], snap)
+    same(got, reference([path], snap))
+    assert got["lines"] == {"total": 11, "parsed": 10, "malformed": 1, "filtered": 0}
+    orgs = {o["org"]: o["requests"] for o in got["orgs"]}
+    assert orgs == {"a": 1, "123": 1, "1.5": 1, "1000.0": 1, "true": 1,
+                    '{"x":[1,"\u00e9"]}': 1, "[1,2]": 1, "(none)": 1, "key:7": 1,
+                    "key:false": 1}  # fmt: skip
+    cn = {o["org"]: o for o in got["orgs"]}["a"]
+    assert cn["affected_requests"] == 1  # the first remote_addr, 4.0.0.1, is the client
+
+
+def test_odd_csv_rows_read_alike(tmp_path: Path, snap: Snapshot) -> None:
+    """Of columns whose names differ only in case the first counts; blank lines are no rows;
+    a 3 MB field is read."""
+    path = tmp_path / "odd.csv"
+    row = "2024-07-10T10:00:00Z,3.0.0.1,first,second\n"
+    path.write_text("time,remote_addr,Org,ORG\n" + row + "\n" + row
+                    + '2024-07-10T10:00:00Z,3.0.0.1,"' + "o" * (3 << 20) + '",x\n')  # fmt: skip
+    got = run([path], snap)
+    same(got, reference([path], snap))
+    assert got["lines"] == {"total": 3, "parsed": 3, "malformed": 0, "filtered": 0}
+    assert {o["org"]: o["requests"] for o in got["orgs"]}["first"] == 2
+
+
 def test_tab_separated_and_byte_order_marked_logs(tmp_path: Path, snap: Snapshot) -> None:
     tsv, marked = tmp_path / "a.tsv", tmp_path / "b.jsonl"
     write_csv(tmp_path / "a.csv", LINES)

@@ -85,6 +85,13 @@ NGINX_RE: Final = (
 _NGINX_NAMES: Final = ("remote_addr", "time_local", "request", "status", "bytes", "referer",
                        "user_agent", "x_forwarded_for", "org", "key_id")  # fmt: skip
 _COLUMN: Final = re.compile(r"[A-Za-z0-9_@.$-]{1,100}")
+# What both replays take for a blank line (skipped: no log line), as DuckDB's readers do:
+# ASCII blanks only (a line of U+00A0 is a malformed line, not a blank one).
+_BLANK_CHARS: Final = " \t\n\r\f\v"
+# The longest CSV or nginx log line read (DuckDB's max_line_size; its default is 2 MB): a longer
+# line is malformed in both replays. (DuckDB cannot sniff a CSV file whose first rows hold a
+# longer line: that read fails with an error naming the limit.)
+MAX_LINE_BYTES: Final = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -477,16 +484,21 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
 
     if fmt == "nginx":
         names = "[" + ", ".join(_sql_str(n) for n in _NGINX_NAMES) + "]"
+        # Whole lines, read as one CSV column split at a byte nginx never writes unescaped
+        # (it logs control bytes as \xXX unless escape=none): a raw 0x01 ends what is read of
+        # a line (the per-line reference does the same). Blank lines are no lines.
+        blank = " || ".join(f"chr({ord(c)})" for c in _BLANK_CHARS)
         lines = (f"read_csv({quoted}, columns={{'line': 'VARCHAR'}}, delim='\x01', quote='', "
                  "escape='', header=false, auto_detect=false, strict_mode=false, "
-                 "ignore_errors=true, store_rejects=true)")  # fmt: skip
+                 f"max_line_size={MAX_LINE_BYTES}, ignore_errors=true, "
+                 "store_rejects=true)")  # fmt: skip
         return (
             "SELECT CAST(epoch(try_strptime(m.time_local, '%d/%b/%Y:%H:%M:%S %z')) AS DOUBLE) "
             "AS ts, nullif(m.remote_addr, '') AS peer, nullif(m.x_forwarded_for, '-') AS xff, "
             "nullif(nullif(m.org, ''), '-') AS org, nullif(nullif(m.key_id, ''), '-') AS key, "
             "nullif(split_part(m.request, ' ', 2), '') AS path, m.status AS status "
             f"FROM (SELECT regexp_extract(line, {_sql_str(NGINX_RE)}, {names}) AS m "
-            f"FROM {lines})"
+            f"FROM {lines} WHERE trim(line, {blank}) <> '')"
         )
     t = col(fields.time, required=True)
     source = _reader_sql(quoted, files, fmt, fields)
@@ -512,7 +524,7 @@ def _reader_sql(quoted: str, files: Sequence[str], fmt: str, fields: FieldMap) -
         delim = "\t" if _is_tsv(files[0]) else ","
         return (f"read_csv({quoted}, header=true, all_varchar=true, ignore_errors=true, "
                 f"delim={_sql_str(delim)}, quote='\"', strict_mode=false, null_padding=true, "
-                "store_rejects=true)")  # fmt: skip
+                f"max_line_size={MAX_LINE_BYTES}, store_rejects=true)")  # fmt: skip
     if fmt == "parquet":
         return f"read_parquet({quoted}, union_by_name=true)"
     raise RegiongateError(f"unknown log format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -1276,41 +1288,61 @@ def _parse_time(value: object) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
+def _first_key_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose repeated keys keep their first value, as DuckDB's reader does."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        obj.setdefault(key, value)
+    return obj
+
+
+def _as_text(value: object) -> str | None:
+    """A JSON value as the text DuckDB's VARCHAR columns give: strings as they are, numbers
+    as Python prints them, ``true``/``false``, objects and arrays as compact JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _reference_lines(
     path: str, fmt: str, fields: FieldMap, *, strict_utf8: bool = False
 ) -> Iterator[dict[str, Any] | None]:
     """Records of a log, ``None`` for a line that cannot be read. ``strict_utf8``: a line with
     bytes that are not UTF-8 cannot be (DuckDB's readers turn it away); otherwise such bytes
-    read as U+FFFD."""
+    read as U+FFFD. Lines of ASCII blanks are skipped, as DuckDB skips them."""
     with _open_text(path, "surrogateescape" if strict_utf8 else "replace") as fh:
         if fmt == "jsonl":
             for line in fh:
-                if not line.strip():
-                    continue  # a blank line is no log line (DuckDB skips them too)
+                if not line.strip(_BLANK_CHARS):
+                    continue
                 if strict_utf8 and _not_utf8(line):
                     yield None
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line, object_pairs_hook=_first_key_wins)
                 except ValueError:
                     yield None
                     continue
                 yield obj if isinstance(obj, dict) else None
         elif fmt == "csv":
-            for row in csv.DictReader(fh, delimiter="\t" if _is_tsv(path) else ","):
-                if strict_utf8 and any(isinstance(v, str) and _not_utf8(v) for v in row.values()):
+            yield from _reference_csv(fh, path, strict_utf8)
+        elif fmt == "nginx":
+            pattern = re.compile(NGINX_RE, re.ASCII)  # \d, \s and \S as RE2 reads them
+            for line in fh:
+                if strict_utf8 and len(line.encode("utf-8", "surrogateescape")) > MAX_LINE_BYTES:
                     yield None
                     continue
-                yield {(k.lower() if isinstance(k, str) else k): v for k, v in row.items()}
-        elif fmt == "nginx":
-            pattern = re.compile(NGINX_RE)
-            for line in fh:
-                if not line.strip():
+                line = line.split("\x01", 1)[0].rstrip("\r\n")  # see _source_sql
+                if not line.strip(_BLANK_CHARS):
                     continue
                 if strict_utf8 and _not_utf8(line):
                     yield None
                     continue
-                m = pattern.match(line.rstrip("\n"))
+                m = pattern.match(line)
                 if m is None:
                     yield None
                     continue
@@ -1329,6 +1361,40 @@ def _reference_lines(
                 yield rec
         else:
             raise RegiongateError(f"the reference replay does not read {fmt}")
+
+
+def _reference_csv(fh: Any, path: str, strict_utf8: bool) -> Iterator[dict[str, Any] | None]:
+    """CSV rows by header name, lower-cased; of columns whose names differ only in case the
+    first counts (DuckDB renames the later ones ``name_1``). A field longer than DuckDB's line
+    limit makes its row malformed."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(MAX_LINE_BYTES)
+    try:
+        reader = csv.reader(fh, delimiter="\t" if _is_tsv(path) else ",")
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error):
+            return
+        names = [name.lower() for name in header]
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:
+                yield None
+                continue
+            if not row:
+                continue  # a blank line is no row (DuckDB skips it too)
+            if strict_utf8 and any(_not_utf8(v) for v in row):
+                yield None
+                continue
+            record: dict[str, Any] = {}
+            for name, value in zip(names, row, strict=False):
+                record.setdefault(name, value)
+            yield record
+    finally:
+        csv.field_size_limit(limit)
 
 
 def replay_reference(
@@ -1363,8 +1429,8 @@ def replay_reference(
         for rec in _reference_lines(path, fmt, fields, strict_utf8=True):
             report.total_lines += 1
             ts = _parse_time(rec.get(fields.time)) if rec else None
-            peer = rec.get(fields.peer) if rec else None
-            peer = str(peer).strip() if peer not in (None, "") else None
+            peer = _as_text(rec.get(fields.peer)) if rec else None
+            peer = peer.strip() if peer else None
             if ts is None or peer is None or not math.isfinite(ts) or rec is None:
                 report.malformed += 1
                 continue
@@ -1374,16 +1440,12 @@ def replay_reference(
             ):
                 report.filtered += 1
                 continue
-            xff = rec.get(fields.xff) if fields.xff else None
-            xff = str(xff).strip() if xff not in (None, "") else None
-            org_name = rec.get(fields.org) if fields.org else None
-            key = rec.get(fields.key) if fields.key else None
-            if org_name not in (None, ""):
-                org_name = str(org_name)
-            elif key not in (None, ""):
-                org_name = key_orgs.get(str(key)) or KEY_PREFIX + str(key)
-            else:
-                org_name = _NO_ORG
+            xff = _as_text(rec.get(fields.xff)) if fields.xff else None
+            xff = xff.strip() if xff else None
+            org_name = _as_text(rec.get(fields.org)) if fields.org else None
+            key = _as_text(rec.get(fields.key)) if fields.key else None
+            if not org_name:
+                org_name = (key_orgs.get(key) or KEY_PREFIX + key) if key else _NO_ORG
             headers = [(config.header, xff)] if xff else []
             resolved = resolver.resolve_text(peer, headers)
             origin = snapshot.lookup(resolved.ip) if resolved.ip is not None else invalid
