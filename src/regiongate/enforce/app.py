@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from regiongate.config import Settings
 from regiongate.enforce.asgi import ASGIApp, Receive, Scope, Send
-from regiongate.enforce.gate import Gate
+from regiongate.enforce.gate import Gate, Verdict
 from regiongate.enforce.metrics import registry_for, render
 from regiongate.enforce.middleware import RegionGate
 from regiongate.enforce.proxy import ReverseProxy
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["GatewayApp"]
 
 log = logging.getLogger("regiongate.gateway")
+
+_BLOCK = Action.BLOCK
 
 ADMIN_MOUNT = "/admin/api"
 
@@ -64,6 +66,7 @@ class GatewayApp:
         # The decision endpoint for identified requests: the same middleware in front of an
         # app that answers "allow" (the account checks and events live in the middleware).
         self._decide_with_account = RegionGate(self._allow, gate=gate, accounts=accounts)
+        self._read_key = accounts.reader.read if accounts is not None else None
         self.registry = registry_for(gate, accounts)
         self._watch_interval = watch_interval
         self._watcher: asyncio.Task[None] | None = None
@@ -80,7 +83,20 @@ class GatewayApp:
         if kind == "http":
             path: str = scope["path"]
             if path == self.decision_path or path.startswith(self.decision_path + "/"):
-                await self._decide(scope, send, path)
+                # The decision endpoint (nginx auth_request): the hot path, inline here.
+                headers = scope["headers"]
+                if self._read_key is not None and self._read_key(headers) is not None:
+                    await self._decide_with_account(scope, _no_body, send)
+                    return
+                client = scope.get("client")
+                verdict = self.gate.check(client[0] if client else None, headers)
+                if verdict.decision.action is _BLOCK:
+                    await self._send_blocked(send, verdict)
+                    return
+                status = 204 if path == self.decision_path else self._status(path)
+                await send({"type": "http.response.start", "status": status,
+                            "headers": verdict.extra_headers})  # fmt: skip
+                await send({"type": "http.response.body", "body": b""})
                 return
             if path == ADMIN_MOUNT or path.startswith(ADMIN_MOUNT + "/"):
                 await self._admin(scope, receive, send)
@@ -98,32 +114,21 @@ class GatewayApp:
 
     # --- endpoints ------------------------------------------------------------------------------
 
-    async def _decide(self, scope: Scope, send: Send, path: str) -> None:
-        """nginx ``auth_request``: 204 allow, 403 + JSON block; Envoy ext_authz (HTTP) under
-        ``<decision_path>/envoy``: 200 allow (Envoy denies on anything else)."""
-        if self.accounts is not None and self.accounts.reader.read(scope["headers"]) is not None:
-            await self._decide_with_account(scope, _no_body, send)
-            return
-        client = scope.get("client")
-        verdict = self.gate.check(client[0] if client else None, scope["headers"])
-        if verdict.decision.action is Action.BLOCK:
-            # The policy's response, serialised once per policy (not per request).
-            status, start, body = self.gated._blocked(self.gate.state.policy.response)
-            await send(
-                {"type": "http.response.start", "status": status,
-                 "headers": [*start, *verdict.extra_headers]}
-            )  # fmt: skip
-            await send({"type": "http.response.body", "body": body})
-            return
-        if path == self.decision_path:
-            status = 204
-        else:
-            envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
-            status = 200 if envoy else 204
+    def _status(self, path: str) -> int:
+        """An allowed decision's status under ``path``: 204 for nginx ``auth_request``; 200
+        under ``<decision_path>/envoy`` for Envoy ext_authz (HTTP), which denies on anything
+        else."""
+        envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
+        return 200 if envoy else 204
+
+    async def _send_blocked(self, send: Send, verdict: Verdict) -> None:
+        # The policy's response, serialised once per policy (not per request).
+        status, start, body = self.gated._blocked(self.gate.state.policy.response)
         await send(
-            {"type": "http.response.start", "status": status, "headers": verdict.extra_headers}
-        )
-        await send({"type": "http.response.body", "body": b""})
+            {"type": "http.response.start", "status": status,
+             "headers": [*start, *verdict.extra_headers]}
+        )  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The admin API: never gated or proxied; only from loopback and trusted networks
@@ -136,10 +141,8 @@ class GatewayApp:
         await self.admin({**scope, "root_path": root}, receive, send)
 
     async def _allow(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"]
-        envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
         headers = scope["regiongate"].headers()
-        await send({"type": "http.response.start", "status": 200 if envoy else 204,
+        await send({"type": "http.response.start", "status": self._status(scope["path"]),
                     "headers": headers})  # fmt: skip
         await send({"type": "http.response.body", "body": b""})
 

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -87,6 +87,12 @@ class GateState:
     snapshot_stamp: tuple[int, int] | None  # (mtime_ns, inode) of the file, for the watcher
     policy_stamp: tuple[int, int] | None
     loaded_at: float
+    # The one header the resolver reads when its answer depends on the peer and that header
+    # alone (``ClientResolver.forwarded_only``), looked up once here instead of per request.
+    forwarded_header: bytes | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "forwarded_header", self.resolver.forwarded_only)
 
 
 def resolver_from_settings(settings: Settings) -> ClientResolver:
@@ -219,9 +225,11 @@ class Gate:
         self._invalid: dict[str, Origin] = {}
         self._direct: dict[str | None, tuple[GateState, float, Verdict, list[int]]] = {}
         self._direct_cells = self.stats.new_cells()
-        # (trusted peer, its X-Forwarded-For value) → verdict: the same value from the same
+        # trusted peer → {its X-Forwarded-For value → verdict}: the same value from the same
         # proxy resolves to the same client (behind nginx, most requests repeat a client).
-        self._forwarded: dict[tuple[str, bytes], tuple[GateState, float, Verdict, list[int]]] = {}
+        # Two levels: no key tuple to build and hash per request.
+        self._forwarded: dict[str, dict[bytes, tuple[GateState, float, Verdict, list[int]]]] = {}
+        self._forwarded_size = 0
         self._forwarded_cells = self.stats.new_cells()
         # Hashes of the memo keys seen once: a verdict is remembered on its key's second
         # request only. A stream of new clients then adds nothing to the memos, whose churn
@@ -272,10 +280,10 @@ class Gate:
             if entry is not None and entry[0] is state and now < entry[1]:
                 entry[3][0] += 1  # counted in the entry's cell: the path most requests take
                 return entry[2]
-        forwarded_key: tuple[str, bytes] | None = None
-        if account is None and peer is not None and state.resolver.is_known_proxy(peer):
-            want = state.resolver.forwarded_only
-            if want is not None:
+            # A trusted proxy seen before (only those have a table here), one header line.
+            by_value = self._forwarded.get(peer)  # type: ignore[arg-type]
+            if by_value is not None:
+                want = state.forwarded_header
                 raw: bytes | None = None
                 for name, line in headers:
                     if name == want:
@@ -283,9 +291,8 @@ class Gate:
                             raw = None
                             break
                         raw = line
-                if raw is not None and len(raw) <= _FORWARDED_KEY_MAX:
-                    forwarded_key = (peer, raw)
-                    entry = self._forwarded.get(forwarded_key)
+                if raw is not None:
+                    entry = by_value.get(raw)
                     if entry is not None and entry[0] is state and now < entry[1]:
                         entry[3][0] += 1
                         return entry[2]
@@ -314,17 +321,49 @@ class Gate:
             and not state.resolver.is_trusted(peer)
         ):
             self._remember(self._direct, self._direct_cells, peer, state, now, verdict)
-        elif (
-            forwarded_key is not None
-            and client.source != "peer"
-            and self._second_sighting(hash(forwarded_key))
-        ):
-            # Resolved through the trusted peer's header: exact for this (peer, value).
-            self._remember(
-                self._forwarded, self._forwarded_cells, forwarded_key, state, now, verdict
-            )
+        elif account is None and client.source != "peer" and peer is not None:
+            self._remember_forwarded(peer, headers, state, now, verdict)
         self.stats.count(decision, perf_counter() - t0)
         return verdict
+
+    def _remember_forwarded(
+        self,
+        peer: str,
+        headers: Sequence[tuple[bytes, bytes]],
+        state: GateState,
+        now: float,
+        verdict: Verdict,
+    ) -> None:
+        """Remember a verdict resolved through a trusted peer's forwarding header: exact for
+        this (peer, value) when that header is all the resolver reads and it came as one line
+        (from its second sighting: see ``_seen_once``)."""
+        want = state.forwarded_header
+        if want is None or not state.resolver.is_known_proxy(peer):
+            return
+        raw: bytes | None = None
+        for name, line in headers:
+            if name == want:
+                if raw is not None:
+                    return
+                raw = line
+        if (
+            raw is None
+            or len(raw) > _FORWARDED_KEY_MAX
+            or not self._second_sighting(hash((peer, raw)))
+        ):
+            return
+        if self._forwarded_size >= _DIRECT_MEMO:
+            self.stats.fold(self._forwarded_cells)
+            self._forwarded.clear()
+            self._forwarded_size = 0
+        by_value = self._forwarded.get(peer)
+        if by_value is None:
+            by_value = self._forwarded[peer] = {}
+        if raw not in by_value:
+            self._forwarded_size += 1
+        cell = [0]
+        self._forwarded_cells.append((id(verdict.decision), cell))
+        by_value[raw] = (state, state.policy.engine.valid_until(now), verdict, cell)
 
     def _remember(
         self,
