@@ -385,9 +385,11 @@ NGINX_OK = (
 
 
 def test_odd_nginx_lines_read_alike(tmp_path: Path, snap: Snapshot) -> None:
-    """Blank lines are no lines; a raw 0x01 byte ends what is read of a line; \\d and \\S
-    are ASCII (a status in Arabic-Indic digits is malformed, a no-break space is no blank);
-    a 3 MB line is read, one over the 16 MiB limit is malformed."""
+    """Blank lines are no lines; a raw 0x01 byte ends what is read of a line; fields are
+    read by the same character classes in RE2 and Python (a status in Arabic-Indic digits is
+    malformed; a no-break space or a vertical tab is part of a field, not a separator); the
+    time must be nginx's own layout; a 3 MB line is read, one over the 16 MiB limit is
+    malformed."""
     path = tmp_path / "odd.log"
     lines = [
         NGINX_OK,
@@ -398,54 +400,79 @@ def test_odd_nginx_lines_read_alike(tmp_path: Path, snap: Snapshot) -> None:
         NGINX_OK.replace("kid_0", "kid_0\x01tail"),  # cut after the key: the key is kid_0
         NGINX_OK.replace(" 200 ", " \u0662\u0660\u0660 "),  # not ASCII digits: malformed
         NGINX_OK.replace("org-us", "org-\u00a0us"),  # a no-break space is part of the org
+        NGINX_OK.replace("org-us", "org-us\vx"),  # so is a vertical tab (RE2's \\s lacks it)
+        NGINX_OK.replace("10/Jul/2024:10:00:00 +0000", " 10/Jul/2024:10:00:00 +0000"),
+        NGINX_OK.replace("+0000", "+2400"),  # an offset of a day or more: malformed
         NGINX_OK.replace('"ua"', '"' + "u" * (3 << 20) + '"'),
         NGINX_OK.replace('"ua"', '"' + "u" * (17 << 20) + '"'),  # over the limit: malformed
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     got = run([path], snap)
     same(got, reference([path], snap))
-    assert got["lines"] == {"total": 8, "parsed": 5, "malformed": 3, "filtered": 0}
+    assert got["lines"] == {"total": 11, "parsed": 6, "malformed": 5, "filtered": 0}
     orgs = {o["org"]: o["requests"] for o in got["orgs"]}
-    assert orgs == {"org-us": 4, "org-\u00a0us": 1}
+    assert orgs == {"org-us": 4, "org-\u00a0us": 1, "org-us\vx": 1}
 
 
 def test_odd_json_values_read_alike(tmp_path: Path, snap: Snapshot) -> None:
-    """A repeated key keeps its first value (DuckDB's reading); numbers, booleans, objects
-    and arrays as organisation or key are their JSON text; lines of ASCII blanks are no
-    lines, a line of no-break spaces is malformed."""
+    """A repeated key keeps its first value (DuckDB's reading; nested objects keep theirs);
+    numbers, constants, booleans, objects and arrays as organisation or key are their JSON
+    text (out-of-range numbers and NaN as written); a trailing comma is allowed; a lone
+    surrogate escape makes the line malformed; a carriage return inside a line does not end
+    it; lines of ASCII blanks are no lines, a line of no-break spaces is malformed; times are
+    what DuckDB's timestamp cast reads."""
     path = tmp_path / "odd.jsonl"
     t = '"time": "2024-07-10T10:00:00Z"'
     rows = [
         f'{{{t}, "remote_addr": "4.0.0.1", "remote_addr": "3.0.0.1", "org": "a", "org": "b"}}',
         *(f'{{{t}, "remote_addr": "3.0.0.1", "org": {v}}}'
           for v in ("123", "1.5", "1E3", "true", '{"x": [1, "\u00e9"]}', "[1, 2]", '""')),
+        *(f'{{{t}, "remote_addr": "3.0.0.1", "org": {v}}}'
+          for v in ("1e400", "NaN", "-Infinity", '{"a": 1, "a": 2}', '[1, 2, ]')),
         f'{{{t}, "remote_addr": "3.0.0.1", "key_id": 7}}',
         f'{{{t}, "remote_addr": "3.0.0.1", "key_id": false}}',
+        f'{{{t}, "remote_addr": "3.0.0.1", "org": "comma",}}',
+        f'{{{t}, "remote_addr": "3.0.0.1", "org": "a\\ud800b"}}',  # malformed
+        f'{{{t},\r "remote_addr": "3.0.0.1", "org": "cr"}}',
+        '{"time": "2024-07-10 10:00:00 UTC", "remote_addr": "3.0.0.1", "org": "utc"}',
+        '{"time": "20240710T100000Z", "remote_addr": "3.0.0.1", "org": "basic"}',  # malformed
         "   ", "\t\f\v", "\u00a0",
     ]  # fmt: skip
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     got = run([path], snap)
     same(got, reference([path], snap))
-    assert got["lines"] == {"total": 11, "parsed": 10, "malformed": 1, "filtered": 0}
+    assert got["lines"] == {"total": 21, "parsed": 18, "malformed": 3, "filtered": 0}
     orgs = {o["org"]: o["requests"] for o in got["orgs"]}
     assert orgs == {"a": 1, "123": 1, "1.5": 1, "1000.0": 1, "true": 1,
-                    '{"x":[1,"\u00e9"]}': 1, "[1,2]": 1, "(none)": 1, "key:7": 1,
-                    "key:false": 1}  # fmt: skip
+                    '{"x":[1,"\u00e9"]}': 1, "[1,2]": 2, "(none)": 1, "key:7": 1,
+                    "key:false": 1, "1e400": 1, "NaN": 1, "-Infinity": 1,
+                    '{"a":1,"a":2}': 1, "comma": 1, "cr": 1, "utc": 1}  # fmt: skip
     cn = {o["org"]: o for o in got["orgs"]}["a"]
     assert cn["affected_requests"] == 1  # the first remote_addr, 4.0.0.1, is the client
 
 
 def test_odd_csv_rows_read_alike(tmp_path: Path, snap: Snapshot) -> None:
-    """Of columns whose names differ only in case the first counts; blank lines are no rows;
-    a 3 MB field is read."""
+    """The header is read by name, blanks trimmed; of columns whose names differ only in
+    case the first counts; blank lines are no rows; "" inside quotes is a quote; quoted line
+    ends and line ends that change within the file are read; a row with fewer fields than
+    the header is malformed, extra fields are dropped; a 3 MB field is read, a 17 MiB one is
+    malformed (first row included: no sniffing stops the read)."""
     path = tmp_path / "odd.csv"
-    row = "2024-07-10T10:00:00Z,3.0.0.1,first,second\n"
-    path.write_text("time,remote_addr,Org,ORG\n" + row + "\n" + row
-                    + '2024-07-10T10:00:00Z,3.0.0.1,"' + "o" * (3 << 20) + '",x\n')  # fmt: skip
+    t = "2024-07-10T10:00:00Z,3.0.0.1"
+    path.write_text(
+        f' time , remote_addr,Org,ORG\n{t},"o' + "o" * (17 << 20) + '",x\n'
+        f"{t},first,second\n\n{t},first,second\r\n"
+        f'{t},"say ""hi""",x\n{t},"two\nlines",x\n{t},short\n{t},extra,x,y\n'
+        f'{t},"o' + "o" * (3 << 20) + '",x\n',
+        encoding="utf-8",
+        newline="",
+    )
     got = run([path], snap)
     same(got, reference([path], snap))
-    assert got["lines"] == {"total": 3, "parsed": 3, "malformed": 0, "filtered": 0}
-    assert {o["org"]: o["requests"] for o in got["orgs"]}["first"] == 2
+    assert got["lines"] == {"total": 8, "parsed": 6, "malformed": 2, "filtered": 0}
+    orgs = {o["org"]: o["requests"] for o in got["orgs"]}
+    assert orgs["first"] == 2 and orgs['say "hi"'] == 1 and orgs["two\nlines"] == 1
+    assert orgs["extra"] == 1
 
 
 def test_tab_separated_and_byte_order_marked_logs(tmp_path: Path, snap: Snapshot) -> None:

@@ -78,9 +78,16 @@ _DAY: Final = 86400.0
 
 # nginx: the combined format, optionally followed by "$http_x_forwarded_for" $org $key_id
 # (the log_format `regiongate logs synth --format nginx` writes; docs/impact.md).
+# Spelled out in character classes that RE2 (DuckDB) and Python's re read alike: no \d, \s or
+# \S, whose sets differ between the two (RE2's \s has no vertical tab, Python's \d takes any
+# script's digits). $time_local is nginx's own layout, offset within a day.
+_FIELD = r"[^\t\n\f\r ]+"
 NGINX_RE: Final = (
-    r'^(\S+) \S+ \S+ \[([^\]]+)\] "([^"]*)" (\d{3}) (\S+) "([^"]*)" "([^"]*)"'
-    r'(?: "([^"]*)")?(?: (\S+))?(?: (\S+))?'
+    rf"^({_FIELD}) {_FIELD} {_FIELD} "
+    r"\[([0-9]{2}/[A-Za-z]{3}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2} "
+    r"[+-](?:[01][0-9]|2[0-3])[0-5][0-9])\] "
+    rf'"([^"]*)" ([0-9]{{3}}) ({_FIELD}) "([^"]*)" "([^"]*)"'
+    rf'(?: "([^"]*)")?(?: ({_FIELD}))?(?: ({_FIELD}))?'
 )
 _NGINX_NAMES: Final = ("remote_addr", "time_local", "request", "status", "bytes", "referer",
                        "user_agent", "x_forwarded_for", "org", "key_id")  # fmt: skip
@@ -458,14 +465,63 @@ class _Decider:
 # --- reading -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """The columns of a CSV or Parquet source by lower-case name, each as the query names it
+    (of names that differ only in case the first counts). A CSV file's header is read here,
+    not by DuckDB's sniffer: its columns are ``c0``, ``c1``, ... after ``skip`` lines."""
+
+    columns: dict[str, str]
+    width: int = 0  # CSV: the header's column count
+    skip: int = 0  # CSV: the lines up to and including the header
+
+
+def _csv_header(path: str) -> tuple[list[str], int]:
+    """The first non-blank record of a CSV file, and how many lines it ends on."""
+    counted = 0
+
+    def lines(fh: Any) -> Iterator[str]:
+        nonlocal counted
+        for line in fh:
+            counted += 1
+            yield line
+
+    with _open_text(path, "replace", "") as fh:
+        try:
+            for row in csv.reader(lines(fh), delimiter="\t" if _is_tsv(path) else ","):
+                if row:
+                    return row, counted
+        except csv.Error as exc:
+            raise RegiongateError(f"{path}: the header cannot be read ({exc})") from None
+    return [], counted
+
+
+def _layout(con: Any, files: Sequence[str], fmt: str, fields: FieldMap) -> _Layout | None:
+    """The columns of a CSV file or Parquet files (JSON lines declare theirs; nginx has its
+    own). ``None`` for the other formats."""
+    columns: dict[str, str] = {}
+    if fmt == "csv":
+        names, skip = _csv_header(files[0])
+        for i, name in enumerate(names):
+            columns.setdefault(name.strip().lower(), f"c{i}")
+        return _Layout(columns, len(names), skip)
+    if fmt == "parquet":
+        quoted = "[" + ", ".join(_sql_str(f) for f in files) + "]"
+        rows = con.execute(f"DESCRIBE SELECT * FROM {_reader_sql(quoted, files, fmt, fields)}")
+        for r in rows.fetchall():
+            columns.setdefault(str(r[0]).lower(), str(r[0]))
+        return _Layout(columns)
+    return None
+
+
 def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
-                present: set[str] | None = None) -> str:  # fmt: skip
+                layout: _Layout | None = None) -> str:  # fmt: skip
     """A query yielding (ts, peer, xff, org, key, path, status) as text, one row per line.
 
-    ``present``: the columns a CSV or Parquet source has (lower case: DuckDB matches column
-    names ignoring case there); a mapped optional field it lacks
-    reads as NULL, a missing time or peer column is an error naming it, and so is a missing
-    path or status column a filter needs (``_batches`` unmaps them when none does)."""
+    ``layout``: the columns a CSV or Parquet source has (matched ignoring case); a mapped
+    optional field it lacks reads as NULL, a missing time or peer column is an error naming
+    it, and so is a missing path or status column a filter needs (``_batches`` unmaps them
+    when none does)."""
     quoted = "[" + ", ".join(_sql_str(f) for f in files) + "]"
 
     def col(name: str | None, required: bool = False) -> str:
@@ -473,14 +529,17 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
             return "NULL::VARCHAR"
         if not _COLUMN.fullmatch(name):  # FieldMap.parse checks too; this guards the SQL
             raise RegiongateError(f"{name!r} is not a column name")
-        if present is not None and name.lower() not in present:  # DuckDB ignores case
+        if layout is None:
+            return f'CAST("{name}" AS VARCHAR)'
+        ident = layout.columns.get(name.lower())
+        if ident is None:
             if required:
                 raise RegiongateError(
                     f"{', '.join(files)}: no column {name!r} (there are "
-                    f"{', '.join(sorted(present))}); map one with --field"
+                    f"{', '.join(sorted(layout.columns))}); map one with --field"
                 )
             return "NULL::VARCHAR"
-        return f'CAST("{name}" AS VARCHAR)'
+        return 'CAST("' + ident.replace('"', '""') + '" AS VARCHAR)'
 
     if fmt == "nginx":
         names = "[" + ", ".join(_sql_str(n) for n in _NGINX_NAMES) + "]"
@@ -501,17 +560,23 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
             f"FROM {lines} WHERE trim(line, {blank}) <> '')"
         )
     t = col(fields.time, required=True)
-    source = _reader_sql(quoted, files, fmt, fields)
+    source = _reader_sql(quoted, files, fmt, fields, layout)
     return (
-        f"SELECT coalesce(CAST(epoch(try_cast({t} AS TIMESTAMPTZ)) AS DOUBLE), "
-        f"try_cast({t} AS DOUBLE)) AS ts, {col(fields.peer, required=True)} AS peer, "
+        f"SELECT {_TIME_SQL.format(t=t)} AS ts, {col(fields.peer, required=True)} AS peer, "
         f"{col(fields.xff)} AS xff, nullif({col(fields.org)}, '') AS org, "
         f"nullif({col(fields.key)}, '') AS key, {col(fields.path, required=True)} AS path, "
         f"{col(fields.status, required=True)} AS status FROM {source}"
     )
 
 
-def _reader_sql(quoted: str, files: Sequence[str], fmt: str, fields: FieldMap) -> str:
+# A time field (JSON lines, CSV, Parquet): a timestamp DuckDB's cast reads, else seconds.
+_TIME_SQL: Final = (
+    "coalesce(CAST(epoch(try_cast({t} AS TIMESTAMPTZ)) AS DOUBLE), try_cast({t} AS DOUBLE))"
+)
+
+
+def _reader_sql(quoted: str, files: Sequence[str], fmt: str, fields: FieldMap,
+                layout: _Layout | None = None) -> str:  # fmt: skip
     if fmt == "jsonl":
         wanted = (fields.time, fields.peer, fields.xff, fields.org, fields.key, fields.path,
                   fields.status)  # fmt: skip
@@ -521,10 +586,19 @@ def _reader_sql(quoted: str, files: Sequence[str], fmt: str, fields: FieldMap) -
         return (f"read_json({quoted}, format='newline_delimited', ignore_errors=true, "
                 f"columns={{{columns}}}, maximum_object_size=1048576)")  # fmt: skip
     if fmt == "csv":
+        # RFC 4180 quoting ("" inside quotes is a quote), leniently: a quote left open or text
+        # after a closing one is read as DuckDB reads it, and lines may end either way (strict
+        # mode stops the whole read at a file whose line ends change). A row with fewer fields
+        # than the header is rejected (malformed); extra fields are dropped. No sniffing: the
+        # header is read by _layout. Parallel reading copes with quoted newlines this way.
+        if layout is None or not layout.width:
+            raise RegiongateError(f"{', '.join(files)}: no header to read the columns by")
         delim = "\t" if _is_tsv(files[0]) else ","
-        return (f"read_csv({quoted}, header=true, all_varchar=true, ignore_errors=true, "
-                f"delim={_sql_str(delim)}, quote='\"', strict_mode=false, null_padding=true, "
-                f"max_line_size={MAX_LINE_BYTES}, store_rejects=true)")  # fmt: skip
+        columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(layout.width))
+        return (f"read_csv({quoted}, columns={{{columns}}}, header=false, skip={layout.skip}, "
+                f"auto_detect=false, delim={_sql_str(delim)}, quote='\"', escape='\"', "
+                "strict_mode=false, ignore_errors=true, store_rejects=true, "
+                f"max_line_size={MAX_LINE_BYTES})")  # fmt: skip
     if fmt == "parquet":
         return f"read_parquet({quoted}, union_by_name=true)"
     raise RegiongateError(f"unknown log format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -535,7 +609,7 @@ def _sql_str(text: str) -> str:
 
 
 def _query(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
-           present: set[str] | None = None) -> str:  # fmt: skip
+           layout: _Layout | None = None) -> str:  # fmt: skip
     # Text crosses as it is: the addresses become integers in numpy (parse_v4, ~2x faster than
     # SQL regexes), and the forwarding chain is cut into entries there too (_cut_chains: 1.8 CPU-s
     # per 10M lines less than split_part in SQL). The key crosses only for lines without an
@@ -545,7 +619,7 @@ def _query(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
         extra += ", CASE WHEN org IS NULL THEN key END AS key"
     if keep:
         extra += f", {keep.sql('path', 'status')} AS keep"
-    return (f"WITH src AS ({_source_sql(files, fmt, fields, present)}) "
+    return (f"WITH src AS ({_source_sql(files, fmt, fields, layout)}) "
             f"SELECT ts, peer, org, xff{extra} FROM src")  # fmt: skip
 
 
@@ -557,15 +631,6 @@ def _check_filter_fields(keep: LineFilter, fields: FieldMap) -> None:
             raise RegiongateError(
                 f"{option} needs the {what} field: map it with --field {what}=COLUMN"
             )
-
-
-def _columns(con: Any, files: Sequence[str], fmt: str, fields: FieldMap) -> set[str] | None:
-    """The columns of a CSV or Parquet source (JSON lines declare theirs; nginx has its own)."""
-    if fmt not in ("csv", "parquet"):
-        return None
-    quoted = "[" + ", ".join(_sql_str(f) for f in files) + "]"
-    rows = con.execute(f"DESCRIBE SELECT * FROM {_reader_sql(quoted, files, fmt, fields)}")
-    return {str(r[0]).lower() for r in rows.fetchall()}
 
 
 def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
@@ -585,7 +650,10 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
     fields = dataclasses.replace(fields, path=fields.path if keep.paths else None,
                                  status=fields.status if keep.statuses else None)  # fmt: skip
     try:
-        query = _query(files, fmt, fields, keep, _columns(con, files, fmt, fields))
+        layout = _layout(con, files, fmt, fields)
+        if layout is not None and fmt == "csv" and not layout.width:
+            return  # no header (an empty file, blank lines only): no lines
+        query = _query(files, fmt, fields, keep, layout)
         reader = con.sql(query).to_arrow_reader(batch_size)
         # Two threads: one drives DuckDB, one prepares what it hands over.
         yield from _prefetch(map(_prepare, _prefetch(_coalesced(reader, batch_size))))
@@ -597,7 +665,10 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
     finally:
         if fmt in ("csv", "nginx"):
             try:
-                count = con.execute("SELECT count(*) FROM reject_errors").fetchone()
+                # one row per error: a row missing two fields has two
+                count = con.execute(
+                    "SELECT count(DISTINCT (scan_id, file_id, line)) FROM reject_errors"
+                ).fetchone()
                 rejected.append(int(count[0]) if count else 0)
             except duckdb.Error:
                 pass  # nothing was read
@@ -1247,10 +1318,13 @@ def _tally(
 # --- the per-line reference -----------------------------------------------------------------------
 
 
-def _open_text(path: str, errors: str = "replace") -> io.TextIOBase | Any:
+def _open_text(path: str, errors: str = "replace", newline: str | None = None) -> Any:
+    """``path`` as text, decompressed. ``newline``: as for :func:`open` (``None``: any of
+    ``\\n``, ``\\r\\n``, ``\\r`` ends a line; ``"\\n"``: only ``\\n`` does, as for DuckDB's
+    JSON reader)."""
     # utf-8-sig: a byte-order mark at the start is no part of the first line (DuckDB skips it)
     if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", errors=errors)
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors=errors, newline=newline)
     if path.endswith((".zst", ".zstd")):
         import zstandard
 
@@ -1258,8 +1332,9 @@ def _open_text(path: str, errors: str = "replace") -> io.TextIOBase | Any:
             zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
             encoding="utf-8-sig",
             errors=errors,
+            newline=newline,
         )
-    return open(path, encoding="utf-8-sig", errors=errors)
+    return open(path, encoding="utf-8-sig", errors=errors, newline=newline)
 
 
 def _not_utf8(text: str) -> bool:
@@ -1288,24 +1363,131 @@ def _parse_time(value: object) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
-def _first_key_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose repeated keys keep their first value, as DuckDB's reader does."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        obj.setdefault(key, value)
-    return obj
+class _Obj(dict[str, Any]):
+    """A JSON object as DuckDB's reader takes it: a repeated key keeps its first value; the
+    pairs as written are kept for the object's text (DuckDB gives nested objects as written,
+    repeats included)."""
+
+    pairs: list[tuple[str, Any]]
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, Any]]) -> _Obj:
+        obj = cls()
+        for key, value in pairs:
+            obj.setdefault(key, value)
+        obj.pairs = pairs
+        return obj
+
+
+class _Raw(str):
+    """A JSON number or constant kept as written: ``NaN``, ``Infinity``, ``1e400``."""
+
+
+def _json_float(text: str) -> float | _Raw:
+    value = float(text)
+    return value if math.isfinite(value) else _Raw(text)
+
+
+def _json_text(value: object) -> str:
+    if isinstance(value, _Raw):
+        return str(value)
+    if isinstance(value, _Obj):
+        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + _json_text(v)
+                              for k, v in value.pairs) + "}"  # fmt: skip
+    if isinstance(value, list):
+        return "[" + ",".join(map(_json_text, value)) + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _as_text(value: object) -> str | None:
     """A JSON value as the text DuckDB's VARCHAR columns give: strings as they are, numbers
-    as Python prints them, ``true``/``false``, objects and arrays as compact JSON."""
+    as Python prints them (as written when out of range), ``true``/``false``, objects and
+    arrays as compact JSON."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _json_text(value)
+
+
+_TRAILING_COMMA: Final = re.compile(r",[ \t\r\n]*[}\]]")
+
+
+def _without_trailing_commas(line: str) -> str:
+    """``line`` without the commas right before a closing brace or bracket (outside strings),
+    which DuckDB's JSON reader allows: ``{"a": 1,}`` reads as ``{"a": 1}``."""
+    out: list[str] = []
+    in_string = escaped = False
+    for i, ch in enumerate(line):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch == "," and _TRAILING_COMMA.match(line, i):
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+def _json_record(line: str) -> dict[str, Any] | None:
+    """A JSON-lines record as DuckDB's reader takes it; ``None`` when it refuses the line (not
+    JSON, not an object, or a string holding half of a surrogate pair)."""
+    if _TRAILING_COMMA.search(line):
+        line = _without_trailing_commas(line)
+    try:
+        obj = json.loads(line, object_pairs_hook=_Obj.of, parse_float=_json_float,
+                         parse_constant=_Raw)  # fmt: skip
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if "\\u" in line:  # an escape may have made a lone surrogate, which is not UTF-8
+        try:
+            _json_text(obj).encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    return obj
+
+
+_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+class _TimeReader:
+    """Times read as the vectorised replay reads them: the same SQL expression (DuckDB's
+    timestamp cast, else a number of seconds), one distinct text at a time."""
+
+    def __init__(self) -> None:
+        import duckdb
+
+        self._con = duckdb.connect()
+        self._sql = "SELECT " + _TIME_SQL.format(t="CAST($1 AS VARCHAR)")
+        self._memo: dict[str, float | None] = {}
+
+    def __call__(self, value: object) -> float | None:
+        if type(value) is int or type(value) is float:
+            return float(value)  # what DuckDB's cast makes of the number's text
+        text = _as_text(value)
+        if text is None:
+            return None
+        if _RFC3339.fullmatch(text):  # the common case, which both read alike: no query
+            return _parse_time(text)
+        if text in self._memo:
+            return self._memo[text]
+        row = self._con.execute(self._sql, [text]).fetchone()
+        got = float(row[0]) if row and row[0] is not None else None
+        if len(self._memo) >= 100_000:
+            self._memo.clear()
+        self._memo[text] = got
+        return got
 
 
 def _reference_lines(
@@ -1314,7 +1496,11 @@ def _reference_lines(
     """Records of a log, ``None`` for a line that cannot be read. ``strict_utf8``: a line with
     bytes that are not UTF-8 cannot be (DuckDB's readers turn it away); otherwise such bytes
     read as U+FFFD. Lines of ASCII blanks are skipped, as DuckDB skips them."""
-    with _open_text(path, "surrogateescape" if strict_utf8 else "replace") as fh:
+    errors = "surrogateescape" if strict_utf8 else "replace"
+    # JSON lines end at \n only (DuckDB's reader); csv wants the line ends as they are; an
+    # nginx line's carriage return counts toward the line limit as in DuckDB
+    newline = {"jsonl": "\n", "csv": "", "nginx": ""}.get(fmt)
+    with _open_text(path, errors, newline) as fh:
         if fmt == "jsonl":
             for line in fh:
                 if not line.strip(_BLANK_CHARS):
@@ -1322,18 +1508,13 @@ def _reference_lines(
                 if strict_utf8 and _not_utf8(line):
                     yield None
                     continue
-                try:
-                    obj = json.loads(line, object_pairs_hook=_first_key_wins)
-                except ValueError:
-                    yield None
-                    continue
-                yield obj if isinstance(obj, dict) else None
+                yield _json_record(line)
         elif fmt == "csv":
             yield from _reference_csv(fh, path, strict_utf8)
         elif fmt == "nginx":
-            pattern = re.compile(NGINX_RE, re.ASCII)  # \d, \s and \S as RE2 reads them
+            pattern = re.compile(NGINX_RE)
             for line in fh:
-                if strict_utf8 and len(line.encode("utf-8", "surrogateescape")) > MAX_LINE_BYTES:
+                if strict_utf8 and _too_long(line, quoted=False):
                     yield None
                     continue
                 line = line.split("\x01", 1)[0].rstrip("\r\n")  # see _source_sql
@@ -1363,38 +1544,71 @@ def _reference_lines(
             raise RegiongateError(f"the reference replay does not read {fmt}")
 
 
+def _too_long(raw: str, *, quoted: bool = True) -> bool:
+    """Whether DuckDB's CSV reader refuses a line (or a record spanning lines) as longer than
+    ``MAX_LINE_BYTES``, mirrored from how it measures: with quoting on (CSV) the bytes without
+    the line's end must not exceed the limit; without (nginx lines) a carriage return before
+    the line feed counts and the limit itself is too long; a last line without an end is
+    refused at the limit either way."""
+    if not quoted:
+        size = len(raw.removesuffix("\n").encode("utf-8", "surrogateescape"))
+        return size >= MAX_LINE_BYTES
+    if raw.endswith("\r\n"):
+        body, ended = raw[:-2], True
+    elif raw.endswith(("\n", "\r")):
+        body, ended = raw[:-1], True
+    else:
+        body, ended = raw, False
+    size = len(body.encode("utf-8", "surrogateescape"))
+    return size > MAX_LINE_BYTES or (not ended and size >= MAX_LINE_BYTES)
+
+
 def _reference_csv(fh: Any, path: str, strict_utf8: bool) -> Iterator[dict[str, Any] | None]:
-    """CSV rows by header name, lower-cased; of columns whose names differ only in case the
-    first counts (DuckDB renames the later ones ``name_1``). A field longer than DuckDB's line
-    limit makes its row malformed."""
-    limit = csv.field_size_limit()
-    csv.field_size_limit(MAX_LINE_BYTES)
-    try:
-        reader = csv.reader(fh, delimiter="\t" if _is_tsv(path) else ",")
+    """CSV records by header name (blanks trimmed, lower case; of names that differ only in
+    case the first counts), as the vectorised replay reads them: the header is the first
+    record with fields; a record too long or with fewer fields than the header is malformed;
+    extra fields are dropped."""
+    # Fields up to 1 GiB: a record over the line limit is read whole and then refused, as
+    # DuckDB refuses it (csv's own limit would cut it up). Process-wide: raised, never lowered.
+    if csv.field_size_limit() < 1 << 30:
+        csv.field_size_limit(1 << 30)
+    consumed: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in fh:
+            consumed.append(line)
+            yield line
+
+    reader = csv.reader(lines(), delimiter="\t" if _is_tsv(path) else ",")
+    names: list[str] = []
+    while not names:
         try:
-            header = next(reader)
-        except (StopIteration, csv.Error):
+            names = next(reader)
+        except StopIteration:
             return
-        names = [name.lower() for name in header]
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error:
-                yield None
-                continue
-            if not row:
-                continue  # a blank line is no row (DuckDB skips it too)
-            if strict_utf8 and any(_not_utf8(v) for v in row):
-                yield None
-                continue
-            record: dict[str, Any] = {}
-            for name, value in zip(names, row, strict=False):
-                record.setdefault(name, value)
-            yield record
-    finally:
-        csv.field_size_limit(limit)
+        except csv.Error:
+            return  # no header to read by: the vectorised replay refuses the file
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        index.setdefault(name.strip().lower(), i)
+    while True:
+        consumed.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield None
+            continue
+        if not row:
+            continue  # a blank line is no row (DuckDB skips it too)
+        if len(row) < len(names) or _too_long("".join(consumed)):
+            yield None
+            continue
+        if strict_utf8 and any(_not_utf8(v) for v in row):
+            yield None
+            continue
+        yield {name: row[i] for name, i in index.items()}
 
 
 def replay_reference(
@@ -1425,10 +1639,16 @@ def replay_reference(
     report = ImpactReport(policy=policy, at=at, files=list(files), keep=keep)
     enforce = policy.enforce_from.timestamp() if policy.enforce_from else None
     invalid = Origin(flags=frozenset({Flag.INVALID}), note="unreadable client address")
+    read_time = _TimeReader()
     for path in files:
         for rec in _reference_lines(path, fmt, fields, strict_utf8=True):
             report.total_lines += 1
-            ts = _parse_time(rec.get(fields.time)) if rec else None
+            if not rec:
+                ts = None
+            elif fmt == "nginx":
+                ts = rec["time"]
+            else:
+                ts = read_time(rec.get(fields.time))
             peer = _as_text(rec.get(fields.peer)) if rec else None
             peer = peer.strip() if peer else None
             if ts is None or peer is None or not math.isfinite(ts) or rec is None:

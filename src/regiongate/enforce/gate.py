@@ -291,7 +291,7 @@ class Gate:
                             raw = None
                             break
                         raw = line
-                if raw is not None:
+                if raw is not None and len(raw) <= _FORWARDED_KEY_MAX:
                     entry = by_value.get(raw)
                     if entry is not None and entry[0] is state and now < entry[1]:
                         entry[3][0] += 1

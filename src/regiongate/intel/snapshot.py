@@ -301,7 +301,10 @@ class Snapshot:
         if answer is None:
             raw = self._raw_values
             if raw is None:
-                raw = self._raw_values = json.loads(self._arrays["values_json"].tobytes())
+                raw = json.loads(self._arrays["values_json"].tobytes())
+                if not isinstance(raw, list) or len(raw) != len(self.header["sources"]):
+                    raise SnapshotError(f"{self.path}: source answers do not match its sources")
+                self._raw_values = raw
             v = raw[source][value]
             answer = self._answers[(source, value)] = SourceAnswer(
                 source=self.header["sources"][source]["name"],
