@@ -96,8 +96,7 @@ _COLUMN: Final = re.compile(r"[A-Za-z0-9_@.$-]{1,100}")
 # ASCII blanks only (a line of U+00A0 is a malformed line, not a blank one).
 _BLANK_CHARS: Final = " \t\n\r\f\v"
 # The longest CSV or nginx log line read (DuckDB's max_line_size; its default is 2 MB): a longer
-# line is malformed in both replays. (DuckDB cannot sniff a CSV file whose first rows hold a
-# longer line: that read fails with an error naming the limit.)
+# line is malformed in both replays (see _too_long for how DuckDB measures it).
 MAX_LINE_BYTES: Final = 16 << 20
 
 
@@ -476,6 +475,14 @@ class _Layout:
     skip: int = 0  # CSV: the lines up to and including the header
 
 
+def _raise_csv_field_limit() -> None:
+    """Fields up to 1 GiB for the csv module: a record over the line limit is read whole and
+    then refused, as DuckDB refuses it (csv's own 128 KiB limit would cut it up). The limit is
+    process-wide: raised, never lowered."""
+    if csv.field_size_limit() < 1 << 30:
+        csv.field_size_limit(1 << 30)
+
+
 def _csv_header(path: str) -> tuple[list[str], int]:
     """The first non-blank record of a CSV file, and how many lines it ends on."""
     counted = 0
@@ -486,6 +493,7 @@ def _csv_header(path: str) -> tuple[list[str], int]:
             counted += 1
             yield line
 
+    _raise_csv_field_limit()
     with _open_text(path, "replace", "") as fh:
         try:
             for row in csv.reader(lines(fh), delimiter="\t" if _is_tsv(path) else ","):
@@ -1568,10 +1576,7 @@ def _reference_csv(fh: Any, path: str, strict_utf8: bool) -> Iterator[dict[str, 
     case the first counts), as the vectorised replay reads them: the header is the first
     record with fields; a record too long or with fewer fields than the header is malformed;
     extra fields are dropped."""
-    # Fields up to 1 GiB: a record over the line limit is read whole and then refused, as
-    # DuckDB refuses it (csv's own limit would cut it up). Process-wide: raised, never lowered.
-    if csv.field_size_limit() < 1 << 30:
-        csv.field_size_limit(1 << 30)
+    _raise_csv_field_limit()
     consumed: list[str] = []
 
     def lines() -> Iterator[str]:
