@@ -33,12 +33,3 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"data: first\n\n", "more_body": True})
     await asyncio.sleep(0.05)
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-
-def gateway() -> Any:
-    """The gateway on its configuration (``REGIONGATE_*``): for servers started with a factory
-    (granian), where ``regiongate serve`` starts uvicorn itself."""
-    from regiongate.config import load_settings
-    from regiongate.enforce.server import build
-
-    return build(load_settings())

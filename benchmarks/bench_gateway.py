@@ -377,8 +377,9 @@ def fig_server_choice(quick: bool) -> list[dict[str, Any]]:
                         _serve(gw, env["REGIONGATE_SERVER_UPSTREAM"]),
                     )
                 else:
+                    factory = "regiongate.enforce.server:create_app"
                     cmds = (_granian("bench_apps:no_content", plain),
-                            _granian("bench_apps:gateway", gw, factory=True))  # fmt: skip
+                            _granian(factory, gw, factory=True))  # fmt: skip
                 with _process(cmds[0], plain), _process(cmds[1], gw, env):
                     decide = f"http://127.0.0.1:{gw}/_regiongate/decide"
                     bare = f"http://127.0.0.1:{plain}/_regiongate/decide"

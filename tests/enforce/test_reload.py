@@ -171,3 +171,72 @@ def test_sighup_reloads(files: tuple[Path, Path]) -> None:
         return app.gate.state.policy.name
 
     assert asyncio.run(go()) == "closed"
+
+
+def test_granian_serves_the_gateway_and_picks_up_file_changes(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`create_app` is the factory another ASGI server builds the gateway with; under granian
+    a changed policy file is picked up by the file watch, a broken one refused."""
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.enforce.servers import free_port
+
+    pytest.importorskip("granian")
+    snap, policy = files
+    port = free_port()
+    env = {**os.environ, "REGIONGATE_HOME": str(tmp_path / "home"),
+           "REGIONGATE_DATA_SNAPSHOT": str(snap), "REGIONGATE_POLICY_SOURCE": str(policy),
+           "REGIONGATE_ACCOUNTS_ENABLED": "false"}  # fmt: skip
+    env.pop("REGIONGATE_CONFIG", None)
+    log = tmp_path / "granian.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "granian", "--interface", "asgi", "--port", str(port),
+             "--log-level", "warning", "--factory", "regiongate.enforce.server:create_app"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def decide(ip: str) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/_regiongate/decide", headers={"X-Forwarded-For": ip}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def until(want: int, ip: str = "4.0.0.1") -> int:
+        deadline = time.monotonic() + 30
+        got = -1
+        while time.monotonic() < deadline:
+            try:
+                got = decide(ip)
+            except OSError:
+                got = -1  # not listening yet
+            if got == want or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        return got
+
+    try:
+        assert until(204) == 204, log.read_text()
+        assert decide("3.0.0.1") == 204  # US
+        policy.write_text(BLOCK_CN)
+        assert until(403) == 403  # CN now blocked: the watch swapped the policy in
+        policy.write_text('name = "x"\nversion = "3"\nsupported = ["UA-34"]\n')
+        os.utime(policy, ns=(2, 2))
+        deadline = time.monotonic() + 30
+        while "reload refused" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "did you mean UA-43" in log.read_text()  # refused, and the log says why
+        assert decide("4.0.0.1") == 403 and decide("3.0.0.1") == 204  # the old one serves
+        assert proc.poll() is None, log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

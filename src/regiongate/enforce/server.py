@@ -20,7 +20,7 @@ from regiongate.enforce.asgi import ASGIApp
 from regiongate.enforce.gate import Gate
 from regiongate.errors import ConfigError
 
-__all__ = ["build", "run", "split_listen", "uvicorn_config"]
+__all__ = ["build", "create_app", "run", "split_listen", "uvicorn_config"]
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -65,6 +65,20 @@ def _admin(settings: Settings, accounts: Accounts) -> ASGIApp | None:
         return None
     tokens = tokens_from_settings(settings.admin)
     return admin_app(accounts.store, accounts.rules, accounts.hasher, tokens)
+
+
+def create_app() -> GatewayApp:
+    """The gateway on its configuration (``$REGIONGATE_CONFIG``, ``REGIONGATE_*``), for ASGI
+    servers that build the application in their workers, such as granian::
+
+        granian --interface asgi --factory regiongate.enforce.server:create_app
+
+    ``regiongate serve`` runs uvicorn itself; under another server, policy and snapshot changes
+    are picked up by the file watch (SIGHUP is the server's own: granian respawns its workers).
+    """
+    from regiongate.config import load_settings
+
+    return build(load_settings())
 
 
 def uvicorn_config(
