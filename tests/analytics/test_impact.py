@@ -462,14 +462,15 @@ def test_odd_csv_rows_read_alike(tmp_path: Path, snap: Snapshot) -> None:
     path.write_text(
         f' time , remote_addr,Org,ORG\n{t},"o' + "o" * (17 << 20) + '",x\n'
         f"{t},first,second\n\n{t},first,second\r\n"
-        f'{t},"say ""hi""",x\n{t},"two\nlines",x\n{t},short\n{t},extra,x,y\n'
+        f'{t},"say ""hi""",x\n{t},"two\nlines",x\n{t},short\n{t}\n{t},extra,x,y\n'
         f'{t},"o' + "o" * (3 << 20) + '",x\n',
         encoding="utf-8",
         newline="",
     )
     got = run([path], snap)
     same(got, reference([path], snap))
-    assert got["lines"] == {"total": 8, "parsed": 6, "malformed": 2, "filtered": 0}
+    # a row two fields short is one malformed line (DuckDB notes an error per missing field)
+    assert got["lines"] == {"total": 9, "parsed": 6, "malformed": 3, "filtered": 0}
     orgs = {o["org"]: o["requests"] for o in got["orgs"]}
     assert orgs["first"] == 2 and orgs['say "hi"'] == 1 and orgs["two\nlines"] == 1
     assert orgs["extra"] == 1
