@@ -476,6 +476,62 @@ def test_odd_csv_rows_read_alike(tmp_path: Path, snap: Snapshot) -> None:
     assert orgs["extra"] == 1
 
 
+def test_times_out_of_range_are_malformed_and_naive_ones_utc(
+    tmp_path: Path, snap: Snapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time a report cannot show (epoch milliseconds, year 0, past 9999) is a malformed
+    line, never a crash; hour 24 is midnight of the next day, as DuckDB reads it; a time
+    without an offset is UTC whatever the host's time zone."""
+    import time as time_module
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time_module.tzset()
+    try:
+        times: list[object] = [1720605600000, "0000-01-01T00:00:00Z", "9999-12-31T23:00:00-01:00",
+                               "0001-01-01T00:30:00+01:00", 1e16, "2024-07-10T24:00:00Z",
+                               "2024-07-10 10:00:00"]  # fmt: skip
+        path = tmp_path / "t.jsonl"
+        with path.open("w", encoding="utf-8") as fh:
+            for i, when in enumerate(times):
+                fh.write(json.dumps({"time": when, "remote_addr": "4.0.0.1", "org": f"o{i}"}))
+                fh.write("\n")
+        got = run([path], snap)
+        same(got, reference([path], snap))
+        assert got["lines"] == {"total": 7, "parsed": 2, "malformed": 5, "filtered": 0}
+        orgs = {o["org"]: o for o in got["orgs"]}
+        assert orgs["o5"]["first_seen"] == "2024-07-11T00:00:00+00:00"
+        assert orgs["o6"]["first_seen"] == "2024-07-10T10:00:00+00:00"
+    finally:
+        monkeypatch.undo()
+        time_module.tzset()
+
+
+def test_csv_files_named_anyhow_and_headers_spanning_lines(tmp_path: Path, snap: Snapshot) -> None:
+    """Compression is told by a file's bytes (upper-case or `.zstd` names read alike); a
+    header with a quoted line end, or after a line of blanks, reads every row after it; a
+    broken compressed header is a clear error."""
+    import zstandard
+
+    rows = "2024-07-10T10:00:00Z,4.0.0.1,a,1\n2024-07-10T10:00:01Z,3.0.0.1,b,2\n"
+    header = "time,remote_addr,org,n\n"
+    files = {
+        "UP.CSV.GZ": gzip.compress((header + rows).encode()),
+        "z.csv.zstd": zstandard.ZstdCompressor().compress((header + rows).encode()),
+        "nl.csv": ('time,remote_addr,org,"n\nmore"\n' + rows).encode(),
+        "blank.csv": (" \t\n\n" + header + rows).encode(),
+    }
+    for name, data in files.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        got = run([path], snap, fmt="csv")
+        same(got, reference([path], snap, fmt="csv"))
+        assert got["lines"] == {"total": 2, "parsed": 2, "malformed": 0, "filtered": 0}, name
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(files["UP.CSV.GZ"][:12])
+    with pytest.raises(RegiongateError, match=r"broken\.csv\.gz: the header cannot be read"):
+        run([broken], snap)
+
+
 def test_tab_separated_and_byte_order_marked_logs(tmp_path: Path, snap: Snapshot) -> None:
     tsv, marked = tmp_path / "a.tsv", tmp_path / "b.jsonl"
     write_csv(tmp_path / "a.csv", LINES)

@@ -484,24 +484,25 @@ def _raise_csv_field_limit() -> None:
 
 
 def _csv_header(path: str) -> tuple[list[str], int]:
-    """The first non-blank record of a CSV file, and how many lines it ends on."""
-    counted = 0
-
-    def lines(fh: Any) -> Iterator[str]:
-        nonlocal counted
-        for line in fh:
-            counted += 1
-            yield line
+    """The header of a CSV file: its first record with a field that is not blank. Also how
+    many records DuckDB is to skip to reach the rows (its ``skip`` counts records: a quoted
+    line end inside the header is no extra line)."""
+    import zstandard
 
     _raise_csv_field_limit()
-    with _open_text(path, "replace", "") as fh:
-        try:
-            for row in csv.reader(lines(fh), delimiter="\t" if _is_tsv(path) else ","):
-                if row:
-                    return row, counted
-        except csv.Error as exc:
-            raise RegiongateError(f"{path}: the header cannot be read ({exc})") from None
-    return [], counted
+    try:
+        with _open_text(path, "replace", "") as fh:
+            for n, row in enumerate(csv.reader(fh, delimiter="\t" if _is_tsv(path) else ","), 1):
+                if not _blank_record(row):
+                    return row, n
+    except (OSError, EOFError, ValueError, csv.Error, zstandard.ZstdError) as exc:
+        raise RegiongateError(f"{path}: the header cannot be read ({exc})") from None
+    return [], 0
+
+
+def _blank_record(row: list[str]) -> bool:
+    """A CSV record of ASCII blanks only (a blank line): no header, and no row."""
+    return not any(field.strip(_BLANK_CHARS) for field in row)
 
 
 def _layout(con: Any, files: Sequence[str], fmt: str, fields: FieldMap) -> _Layout | None:
@@ -558,7 +559,7 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
         lines = (f"read_csv({quoted}, columns={{'line': 'VARCHAR'}}, delim='\x01', quote='', "
                  "escape='', header=false, auto_detect=false, strict_mode=false, "
                  f"max_line_size={MAX_LINE_BYTES}, ignore_errors=true, "
-                 "store_rejects=true)")  # fmt: skip
+                 f"store_rejects=true{_compression_sql(files)})")  # fmt: skip
         return (
             "SELECT CAST(epoch(try_strptime(m.time_local, '%d/%b/%Y:%H:%M:%S %z')) AS DOUBLE) "
             "AS ts, nullif(m.remote_addr, '') AS peer, nullif(m.x_forwarded_for, '-') AS xff, "
@@ -577,7 +578,12 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
     )
 
 
-# A time field (JSON lines, CSV, Parquet): a timestamp DuckDB's cast reads, else seconds.
+# Times a report can show: years 1 to 9999, UTC (epoch seconds). Outside: malformed (a time in
+# milliseconds, say).
+TIME_MIN: Final = -62135596800.0
+TIME_MAX: Final = 253402300800.0
+# A time field (JSON lines, CSV, Parquet): a timestamp DuckDB's cast reads (in UTC when it has
+# no offset: the connection's time zone is set to UTC), else seconds.
 _TIME_SQL: Final = (
     "coalesce(CAST(epoch(try_cast({t} AS TIMESTAMPTZ)) AS DOUBLE), try_cast({t} AS DOUBLE))"
 )
@@ -592,7 +598,8 @@ def _reader_sql(quoted: str, files: Sequence[str], fmt: str, fields: FieldMap,
             f"{_sql_str(c)}: 'VARCHAR'" for c in dict.fromkeys(c for c in wanted if c)
         )
         return (f"read_json({quoted}, format='newline_delimited', ignore_errors=true, "
-                f"columns={{{columns}}}, maximum_object_size=1048576)")  # fmt: skip
+                f"columns={{{columns}}}, maximum_object_size=1048576"
+                f"{_compression_sql(files)})")  # fmt: skip
     if fmt == "csv":
         # RFC 4180 quoting ("" inside quotes is a quote), leniently: a quote left open or text
         # after a closing one is read as DuckDB reads it, and lines may end either way (strict
@@ -606,7 +613,7 @@ def _reader_sql(quoted: str, files: Sequence[str], fmt: str, fields: FieldMap,
         return (f"read_csv({quoted}, columns={{{columns}}}, header=false, skip={layout.skip}, "
                 f"auto_detect=false, delim={_sql_str(delim)}, quote='\"', escape='\"', "
                 "strict_mode=false, ignore_errors=true, store_rejects=true, "
-                f"max_line_size={MAX_LINE_BYTES})")  # fmt: skip
+                f"max_line_size={MAX_LINE_BYTES}{_compression_sql(files)})")  # fmt: skip
     if fmt == "parquet":
         return f"read_parquet({quoted}, union_by_name=true)"
     raise RegiongateError(f"unknown log format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -628,7 +635,8 @@ def _query(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
     if keep:
         extra += f", {keep.sql('path', 'status')} AS keep"
     return (f"WITH src AS ({_source_sql(files, fmt, fields, layout)}) "
-            f"SELECT ts, peer, org, xff{extra} FROM src")  # fmt: skip
+            f"SELECT CASE WHEN ts >= {TIME_MIN} AND ts < {TIME_MAX} THEN ts END AS ts, "
+            f"peer, org, xff{extra} FROM src")  # fmt: skip
 
 
 def _check_filter_fields(keep: LineFilter, fields: FieldMap) -> None:
@@ -654,6 +662,7 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
 
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would mix in
+    con.execute("SET TimeZone = 'UTC'")  # a time without an offset is UTC, whatever the host's
     # path and status are read only to filter on (a JSON field costs its parse on every line)
     fields = dataclasses.replace(fields, path=fields.path if keep.paths else None,
                                  status=fields.status if keep.statuses else None)  # fmt: skip
@@ -1326,14 +1335,36 @@ def _tally(
 # --- the per-line reference -----------------------------------------------------------------------
 
 
+def compression_of(path: str) -> str:
+    """``gzip``, ``zstd`` or ``none``: by the file's first bytes, whatever its name says."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise RegiongateError(f"{path}: {exc.strerror or exc}") from None
+    if magic[:2] == b"\x1f\x8b":
+        return "gzip"
+    if magic == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return "none"
+
+
+def _compression_sql(files: Sequence[str]) -> str:
+    """The ``compression`` argument for DuckDB's readers: the files' own when they agree (a
+    name need not say it), else DuckDB's guess from each name."""
+    kinds = {compression_of(f) for f in files}
+    return f", compression='{kinds.pop()}'" if len(kinds) == 1 else ""
+
+
 def _open_text(path: str, errors: str = "replace", newline: str | None = None) -> Any:
     """``path`` as text, decompressed. ``newline``: as for :func:`open` (``None``: any of
     ``\\n``, ``\\r\\n``, ``\\r`` ends a line; ``"\\n"``: only ``\\n`` does, as for DuckDB's
     JSON reader)."""
     # utf-8-sig: a byte-order mark at the start is no part of the first line (DuckDB skips it)
-    if path.endswith(".gz"):
+    kind = compression_of(path)
+    if kind == "gzip":
         return gzip.open(path, "rt", encoding="utf-8-sig", errors=errors, newline=newline)
-    if path.endswith((".zst", ".zstd")):
+    if kind == "zstd":
         import zstandard
 
         return io.TextIOWrapper(
@@ -1428,6 +1459,7 @@ def _without_trailing_commas(line: str) -> str:
     which DuckDB's JSON reader allows: ``{"a": 1,}`` reads as ``{"a": 1}``."""
     out: list[str] = []
     in_string = escaped = False
+    last = ""  # the last character outside strings that is not a blank
     for i, ch in enumerate(line):
         if in_string:
             if escaped:
@@ -1438,8 +1470,10 @@ def _without_trailing_commas(line: str) -> str:
                 in_string = False
         elif ch == '"':
             in_string = True
-        elif ch == "," and _TRAILING_COMMA.match(line, i):
-            continue
+        elif ch == "," and _TRAILING_COMMA.match(line, i) and last not in "[{,":
+            continue  # (after a value only: "[,]" stays malformed)
+        if not in_string and ch not in " \t\r\n":
+            last = ch
         out.append(ch)
     return "".join(out)
 
@@ -1452,7 +1486,7 @@ def _json_record(line: str) -> dict[str, Any] | None:
     try:
         obj = json.loads(line, object_pairs_hook=_Obj.of, parse_float=_json_float,
                          parse_constant=_Raw)  # fmt: skip
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(obj, dict):
         return None
@@ -1477,6 +1511,7 @@ class _TimeReader:
         import duckdb
 
         self._con = duckdb.connect()
+        self._con.execute("SET TimeZone = 'UTC'")
         self._sql = "SELECT " + _TIME_SQL.format(t="CAST($1 AS VARCHAR)")
         self._memo: dict[str, float | None] = {}
 
@@ -1487,7 +1522,9 @@ class _TimeReader:
         if text is None:
             return None
         if _RFC3339.fullmatch(text):  # the common case, which both read alike: no query
-            return _parse_time(text)
+            got = _parse_time(text)
+            if got is not None:
+                return got  # (else DuckDB may still read it: hour 24, say)
         if text in self._memo:
             return self._memo[text]
         row = self._con.execute(self._sql, [text]).fetchone()
@@ -1586,7 +1623,7 @@ def _reference_csv(fh: Any, path: str, strict_utf8: bool) -> Iterator[dict[str, 
 
     reader = csv.reader(lines(), delimiter="\t" if _is_tsv(path) else ",")
     names: list[str] = []
-    while not names:
+    while _blank_record(names):
         try:
             names = next(reader)
         except StopIteration:
@@ -1610,8 +1647,8 @@ def _reference_csv(fh: Any, path: str, strict_utf8: bool) -> Iterator[dict[str, 
         if len(row) < len(names) or _too_long("".join(consumed)):
             yield None
             continue
-        if strict_utf8 and any(_not_utf8(v) for v in row):
-            yield None
+        if strict_utf8 and any(_not_utf8(v) for v in row[: len(names)]):
+            yield None  # (fields past the header's are dropped unread, as DuckDB drops them)
             continue
         yield {name: row[i] for name, i in index.items()}
 
@@ -1656,7 +1693,7 @@ def replay_reference(
                 ts = read_time(rec.get(fields.time))
             peer = _as_text(rec.get(fields.peer)) if rec else None
             peer = peer.strip() if peer else None
-            if ts is None or peer is None or not math.isfinite(ts) or rec is None:
+            if ts is None or peer is None or not TIME_MIN <= ts < TIME_MAX or rec is None:
                 report.malformed += 1
                 continue
             if keep and not keep.keeps(
