@@ -459,6 +459,13 @@ class ClientResolver:
         """
         return peer in self._peer_memo
 
+    @property
+    def trusted_networks(self) -> tuple[_Nets, _Nets]:
+        """The trusted proxies as this resolver matches them: IPv4 and IPv6 networks, each as
+        ``(shift, network numbers)`` per prefix length (an address is inside when ``value >>
+        shift`` is one of the numbers); an IPv4-mapped IPv6 network counts as IPv4."""
+        return self._nets
+
     def is_trusted(self, address: str | None) -> bool:
         """Whether ``address`` (a peer, or a forwarding entry) is a trusted proxy."""
         if address is None:

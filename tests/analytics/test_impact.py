@@ -731,6 +731,78 @@ def test_forwarding_chains_walked_in_numpy_equal_the_resolver(
     same(fast.to_dict(), slow.to_dict())
 
 
+@pytest.mark.parametrize(
+    "proxies",
+    [
+        ("10.0.0.0/29",),
+        ("10.0.0.0/29", "2001:4000:aa::/48", "2001:4001::5/128"),  # IPv6 proxies too
+        ("::ffff:10.0.0.0/125",),  # an IPv4-mapped network trusts IPv4 peers
+        ("2001:4000::/64", "::/0"),  # every IPv6 peer trusted
+    ],
+)
+def test_ipv6_peers_looked_up_in_numpy_equal_the_resolver(
+    tmp_path: Path, snap: Snapshot, proxies: tuple[str, ...]
+) -> None:
+    """IPv6 peers in every spelling (upper case, leading zeros, IPv4-mapped and -compatible,
+    zone ids, brackets, ports, blanks, junk), trusted or not, some forwarding, some in an
+    exempt network: the replay that looks plain ones up in numpy answers what the resolver
+    does."""
+    import random
+
+    rng = random.Random(len(proxies))
+    peers = ["2001:4000::1", "2001:4000::1", "2001:4000:0:0:1::2", "2001:4001::7", "2001:4001::5",
+             "2001:4000:aa::9", "2001:4000:AA:0000::10", "2001:0db8::1", "::ffff:4.0.0.1",
+             "::ffff:10.0.0.1", "::4.0.0.1", "::", "::1", "fe80::1%eth0", "[2001:4000::3]",
+             "[2001:4000::3]:443", " 2001:4000::4", "2001:4000::5 ", "1:2:3:4:5:6:7:8:9",
+             "2001:4000::1::2", "gggg::1", ":", "3.0.0.1", "10.0.0.1", "10.0.0.2"]  # fmt: skip
+    clients = ["3.0.0.1", "4.0.0.2", "2001:4001::1", "2001:4000::8", "junk", ""]
+    lines = []
+    for i in range(600):
+        peer = rng.choice(peers)
+        xff = ", ".join(rng.choice(clients) for _ in range(rng.randint(0, 2))) or None
+        lines.append((f"2024-07-1{i % 3}T10:00:{i % 60:02d}Z", peer, xff, f"org-{i % 5}"))
+    path = tmp_path / "v6.jsonl"
+    write_jsonl(path, lines, malformed=0)
+    config = ClientIPConfig(trusted_proxies=proxies)
+    base = load_policy("api-2024").to_dict()
+    exempting = parse_policy({
+        "name": "exempting", "version": "1", "supported": base["supported"],
+        "notice_from": "2024-06-25", "enforce_from": "2024-07-09",
+        "exemptions": {"networks": ["2001:4000::/96"]},
+    })  # fmt: skip
+    for policy in (load_policy("api-2024"), exempting):
+        fast = replay([str(path)], policy=policy, snapshot=snap, client_ip=config, batch_size=97)
+        slow = replay_reference([str(path)], policy=policy, snapshot=snap, client_ip=config)
+        same(fast.to_dict(), slow.to_dict())
+
+
+def test_reference_reads_times_to_the_bit_as_the_sql_does() -> None:
+    """Fractions of one to six digits, offsets, years far from now: the per-line reference's
+    seconds are the very double the replay's SQL makes (DuckDB's epoch() was an ulp off)."""
+    import random
+
+    import duckdb
+
+    from regiongate.analytics.impact import _TIME_SQL, _parse_time
+
+    rng = random.Random(4)
+    times = ["2024-08-22T14:58:26.4853Z", "2000-05-18T14:18:40.129726Z", "1900-04-29T16:03:02.1Z",
+             "0001-01-01T00:00:00.000001Z", "9999-12-31T23:59:59.999999Z",
+             "2024-06-10T00:00:00.136+05:30", "2024-06-10 00:00:00.5", "1717977600.25"]  # fmt: skip
+    for _ in range(300):
+        frac = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 6)))
+        times.append(f"{rng.randint(1, 9999):04d}-{rng.randint(1, 12):02d}-"
+                     f"{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:"
+                     f"{rng.randint(0, 59):02d}.{frac}{rng.choice(['Z', '-03:00', '+14:00'])}")  # fmt: skip
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    sql = "SELECT " + _TIME_SQL.format(t="CAST($1 AS VARCHAR)")
+    for text in times:
+        want = con.execute(sql, [text]).fetchone()
+        assert want is not None
+        assert _parse_time(text) == want[0], text
+
+
 def test_parse_v4_is_canonical_and_exact() -> None:
     import ipaddress
 
@@ -771,7 +843,10 @@ def test_chains_cut_in_numpy_match_a_split() -> None:
 
     headers = ["1.2.3.4", "1.2.3.4, 5.6.7.8", " 9.9.9.9 ,10.0.0.1,\t10.0.0.2", "a, b, c, d, 1.1.1.1",
                "", "   ", ",", "1.2.3.4,", ",1.2.3.4", "2001:db8::1, 1.2.3.4", "1.2.3.4,,5.6.7.8",
-               "  1.2.3.4  ", "1.2.3.4   ,  5.6.7.8", None, "300.1.1.1, 01.1.1.1"]  # fmt: skip
+               "  1.2.3.4  ", "1.2.3.4   ,  5.6.7.8", None, "300.1.1.1, 01.1.1.1",
+               # runs of blanks of any length, at either end of a header and of the buffer
+               "\t\t1.2.3.4\t \t", "1.2.3.4" + " " * 50, " " * 40 + ",1.2.3.4", "\t",
+               "1.2.3.4 , \t , 5.6.7.8", "5.6.7.8 \t" + "\t " * 30]  # fmt: skip
     cols = _chain_cols(pa.array(headers * 3))
     count, entries = cols[0], [(cols[1 + 2 * i], cols[2 + 2 * i]) for i in range(3)]
     for row, header in enumerate(headers * 3):

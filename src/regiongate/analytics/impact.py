@@ -39,6 +39,7 @@ import itertools
 import json
 import math
 import re
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -583,9 +584,11 @@ def _source_sql(files: Sequence[str], fmt: str, fields: FieldMap,
 TIME_MIN: Final = -62135596800.0
 TIME_MAX: Final = 253402300800.0
 # A time field (JSON lines, CSV, Parquet): a timestamp DuckDB's cast reads (in UTC when it has
-# no offset: the connection's time zone is set to UTC), else seconds.
+# no offset: the connection's time zone is set to UTC), else seconds. Microseconds over 1e6, one
+# rounding, as numpy divides (DuckDB's epoch() multiplies by 1e-6: an ulp off for some times).
 _TIME_SQL: Final = (
-    "coalesce(CAST(epoch(try_cast({t} AS TIMESTAMPTZ)) AS DOUBLE), try_cast({t} AS DOUBLE))"
+    "coalesce(CAST(epoch_us(try_cast({t} AS TIMESTAMPTZ)) AS DOUBLE) / 1e6, "
+    "try_cast({t} AS DOUBLE))"
 )
 
 
@@ -702,6 +705,9 @@ class _Lines:
     ts: npt.NDArray[np.float64]
     peer_v4: npt.NDArray[np.uint64]
     peer_is_v4: npt.NDArray[np.bool_]
+    peer_is_v6: npt.NDArray[np.bool_]  # plain IPv6 text (not IPv4-mapped): peer_hi, peer_lo
+    peer_hi: npt.NDArray[np.uint64]
+    peer_lo: npt.NDArray[np.uint64]
     has_peer: npt.NDArray[np.bool_]
     chain: list[npt.NDArray[Any]]  # _chain_cols
     org_index: npt.NDArray[np.int64]  # into org_names; -1: no organisation
@@ -715,7 +721,9 @@ def _prepare(batch: Any) -> _Lines:
     import pyarrow.compute as pc
 
     peer = batch.column("peer")
-    peer_v4, peer_is_v4 = parse_v4_repeated(peer)
+    peer_v4, peer_is_v4, peer_is_v6, peer_hi, peer_lo = _per_value(
+        peer, _peer_cols, (np.uint64(0), False, False, np.uint64(0), np.uint64(0))
+    )
     orgs = pc.dictionary_encode(batch.column("org"))
     names = batch.schema.names
     keys = pc.dictionary_encode(batch.column("key")) if "key" in names else None
@@ -725,6 +733,9 @@ def _prepare(batch: Any) -> _Lines:
         ts=np.asarray(batch.column("ts").to_numpy(zero_copy_only=False), dtype=np.float64),
         peer_v4=peer_v4,
         peer_is_v4=peer_is_v4,
+        peer_is_v6=peer_is_v6,
+        peer_hi=peer_hi,
+        peer_lo=peer_lo,
         # a line without a client address is malformed (a blank one is read as unreadable)
         has_peer=np.asarray(pc.greater(pc.binary_length(peer), 0).fill_null(False)),
         chain=_chain_cols(batch.column("xff")),
@@ -812,28 +823,75 @@ def _prefetch(reader: Any, depth: int = 2) -> Iterator[Any]:
 # --- the vectorised replay -----------------------------------------------------------------------
 
 
-def _nets(config: ClientIPConfig) -> list[tuple[int, int]]:
-    import ipaddress
+class _Trusted:
+    """The trusted proxies, as the resolver matches them (``trusted_networks``: an
+    IPv4-mapped network is IPv4), for arrays of addresses: one test per prefix length."""
 
-    out = []
-    for cidr in config.trusted_proxies:
-        net = ipaddress.ip_network(str(cidr).strip(), strict=False)
-        if net.version == 4:
-            out.append((int(net.network_address), int(net.netmask)))
-    return out
+    def __init__(self, resolver: ClientResolver) -> None:
+        v4, v6 = resolver.trusted_networks
+        self.v4 = [(np.uint64(shift), np.asarray(sorted(nums), np.uint64)) for shift, nums in v4]
+        self.v6 = [(shift, sorted(nums)) for shift, nums in v6]
 
+    def v4_mask(self, values: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """Whether each IPv4 address (an integer) is a trusted proxy."""
+        mask = np.zeros(len(values), dtype=np.bool_)
+        for shift, nums in self.v4:
+            mask |= np.isin(values >> shift, nums)
+        return mask
 
-def _in_nets(values: npt.NDArray[np.uint64], nets: list[tuple[int, int]]) -> npt.NDArray[np.bool_]:
-    mask = np.zeros(len(values), dtype=np.bool_)
-    for net, netmask in nets:
-        mask |= (values & np.uint64(netmask)) == np.uint64(net)
-    return mask
+    def v6_mask(
+        self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.bool_]:
+        """Whether each IPv6 address (upper and lower 64 bits) is a trusted proxy."""
+        mask = np.zeros(len(hi), dtype=np.bool_)
+        for shift, nums in self.v6:
+            for num in nums:
+                if shift >= 128:  # ::/0
+                    mask[:] = True
+                elif shift >= 64:
+                    mask |= (hi >> np.uint64(shift - 64)) == np.uint64(num)
+                else:
+                    low = num & ((1 << (64 - shift)) - 1)
+                    mask |= (hi == np.uint64(num >> (64 - shift))) & (
+                        (lo >> np.uint64(shift)) == np.uint64(low)
+                    )
+        return mask
 
 
 _PARSE_SLICE: Final = 1 << 17
 
 
-_BLANK = (32, 9)  # what trimming removes around an entry: spaces and tabs
+class _Blanks:
+    """Where the blanks (spaces and tabs: what trimming removes around an entry) of a byte
+    buffer are, in runs, to skip them from any position at once. Built from the blank bytes
+    alone (a chain has about one), never a pass of integers over every byte."""
+
+    def __init__(self, data: npt.NDArray[np.uint8]) -> None:
+        # one byte more, never blank: position len(data) (a span's end) and -1 read it
+        self.mask = np.append((data == 32) | (data == 9), False)
+        self.pos = np.flatnonzero(self.mask)
+        first = np.ones(len(self.pos), dtype=np.bool_)
+        first[1:] = np.diff(self.pos) != 1  # a blank that starts a run
+        run = np.cumsum(first) - 1
+        starts = np.flatnonzero(first)
+        # per blank: the first position of its run, and the first one past it
+        self.run_start = self.pos[starts][run]
+        ends = np.append(starts[1:], len(self.pos)) - 1 if len(starts) else starts
+        self.run_end = (self.pos[ends] + 1)[run]
+
+    def after(self, at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The first position at or after each of ``at`` that is not a blank."""
+        if not len(self.pos):
+            return at
+        j = np.minimum(np.searchsorted(self.pos, at), len(self.pos) - 1)
+        return np.where(self.mask[at], self.run_end[j], at)
+
+    def before(self, at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Each of ``at`` moved back over the blanks right before it."""
+        if not len(self.pos):
+            return at
+        j = np.minimum(np.searchsorted(self.pos, at - 1), len(self.pos) - 1)
+        return np.where(self.mask[at - 1], self.run_start[j], at)
 
 
 def _per_value(col: Any, compute: Callable[[Any], list[npt.NDArray[Any]]],
@@ -876,22 +934,53 @@ def _cut_chains(values: Any, depth: int) -> list[npt.NDArray[Any]]:
     commas = np.append(np.flatnonzero(data == 44), len(data))  # a sentinel past every end
     hi = np.searchsorted(commas, end)
     k = hi - np.searchsorted(commas, start)
-    # Trimming: for each byte position, the next non-blank at or after it and the last
-    # non-blank before it (one pass each over the distinct values' bytes).
-    blank = np.isin(data, _BLANK)
-    at = np.arange(len(data), dtype=np.int64)
-    after = np.append(np.minimum.accumulate(np.where(blank, len(data), at)[::-1])[::-1], len(data))
-    before = np.append(-1, np.maximum.accumulate(np.where(blank, -1, at)))
-    count = np.where(after[start] < end, k + 1, 0)  # a header of blanks only is no header
+    blanks = _Blanks(data)
+    count = np.where(blanks.after(start) < end, k + 1, 0)  # a header of blanks only is no header
     out: list[npt.NDArray[Any]] = [count]
     for i in range(depth):  # i-th entry from the right
         right = end if i == 0 else commas[np.maximum(hi - i, 0)]
         left = np.where(k > i, commas[np.maximum(hi - i - 1, 0)] + 1, start)
-        left = np.minimum(after[left], right)
-        right = np.maximum(before[right] + 1, left)
+        left = np.minimum(blanks.after(left), right)
+        right = np.maximum(blanks.before(right), left)
         v, ok = _parse_spans(data, left, np.where(k >= i, right - left, 0))
         out += [v, ok & (count > i)]
     return out
+
+
+def _peer_cols(values: Any) -> list[npt.NDArray[Any]]:
+    """Distinct peer addresses (an Arrow string array) as columns: IPv4 (value, valid), then
+    IPv6 (valid, upper and lower 64 bits). IPv6 is plain text only, as ``inet_pton`` reads
+    it, as the resolver does, and not IPv4-mapped: a zone id, brackets, a port or blanks are
+    left to the resolver, which reads them with the rest of its rules."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    v4, v4_ok = parse_v4(values)
+    n = len(values)
+    v6_ok = np.zeros(n, dtype=np.bool_)
+    hi = np.zeros(n, dtype=np.uint64)
+    lo = np.zeros(n, dtype=np.uint64)
+    colon = np.asarray(pc.match_substring(values, ":").fill_null(False))
+    maybe = np.flatnonzero(~v4_ok & colon)
+    if len(maybe):
+        pton, af6, zeros = socket.inet_pton, socket.AF_INET6, bytes(16)
+        packed, read = [], []
+        for text in values.take(pa.array(maybe)).to_pylist():
+            try:
+                packed.append(pton(af6, text))
+                read.append(True)
+            except (OSError, ValueError):
+                packed.append(zeros)
+                read.append(False)
+        words = np.frombuffer(b"".join(packed), dtype=">u8").astype(np.uint64).reshape(-1, 2)
+        h, low = words[:, 0], words[:, 1]
+        mapped = (h == 0) & ((low >> np.uint64(32)) == np.uint64(_MAPPED))
+        v6_ok[maybe] = np.asarray(read, dtype=np.bool_) & ~mapped
+        hi[maybe], lo[maybe] = h, low
+    return [v4, v4_ok, v6_ok, hi, lo]
+
+
+_MAPPED: Final = 0xFFFF  # the upper 96 bits of ::ffff:0:0/96, an IPv4-mapped address
 
 
 def parse_v4_repeated(arr: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
@@ -1028,7 +1117,7 @@ def replay(
     # Chains of up to three entries are walked in numpy when the hop limit lets the resolver
     # walk them all (a longer chain, or a tighter limit, is the exact resolver's).
     walkable = min(3, config.hop_limit + 1)
-    nets = _nets(config)
+    trusted_nets = _Trusted(resolver)
     import pyarrow as pa
 
     nrows = len(snapshot._row_flags)  # the row count of this snapshot
@@ -1079,10 +1168,12 @@ def replay(
             report.filtered += int(out.sum())
             ok &= lines.keep
         # 1. client address
-        trusted = peer_is_v4 & _in_nets(peer_v4, nets)
+        trusted = peer_is_v4 & trusted_nets.v4_mask(peer_v4)
         client = peer_v4.copy()
         via_xff = trusted & (xff_n > 0)
-        simple = via_xff & last_is_v4 & ~_in_nets(last_v4, nets) if vector_xff else via_xff & False
+        simple = (
+            via_xff & last_is_v4 & ~trusted_nets.v4_mask(last_v4) if vector_xff else via_xff & False
+        )
         client[simple] = last_v4[simple]
         walked = simple
         if vector_xff:
@@ -1090,7 +1181,7 @@ def replay(
             deeper = via_xff & last_is_v4 & ~simple & (xff_n >= 2) & (xff_n <= walkable)
             if deeper.any():
                 step = deeper & p1_ok
-                p1_trusted = _in_nets(p1_v4, nets)
+                p1_trusted = trusted_nets.v4_mask(p1_v4)
                 # an untrusted entry is the client; so is the left-most when all are trusted
                 at1 = step & (~p1_trusted | (xff_n == 2))
                 client[at1] = p1_v4[at1]
@@ -1100,9 +1191,17 @@ def replay(
                     at2 = further & p2_ok
                     client[at2] = p2_v4[at2]
                 walked = simple | at1 | at2
-        slow = ok & ((~peer_is_v4) | (via_xff & ~walked) | (trusted & ~np.bool_(vector_xff)))
+        # An IPv6 peer that is no trusted proxy is the client: looked up here, all at once.
+        direct_v6 = lines.peer_is_v6 & ok
+        if trusted_nets.v6 and direct_v6.any():
+            direct_v6 &= ~trusted_nets.v6_mask(lines.peer_hi, lines.peer_lo)
+        slow = ok & (
+            (~peer_is_v4 & ~direct_v6) | (via_xff & ~walked) | (trusted & ~np.bool_(vector_xff))
+        )
         rows = snapshot.rows_v4(client.astype(np.uint32))
-        client_v4_known = ok & ~slow
+        if direct_v6.any():
+            rows[direct_v6] = snapshot.rows_v6(lines.peer_hi[direct_v6], lines.peer_lo[direct_v6])
+        client_v4_known = ok & ~slow & ~direct_v6
         slow_clients: dict[int, tuple[int, int] | None] = {}
         if slow.any():
             where = np.flatnonzero(slow)
@@ -1167,6 +1266,8 @@ def replay(
             special |= ok  # any line may sit in an exempt network: decide each with its address
         special &= ok
         if special.any():
+            for i in np.flatnonzero(special & direct_v6).tolist():
+                slow_clients[i] = (6, (int(lines.peer_hi[i]) << 64) | int(lines.peer_lo[i]))
             _decide_special(special, rows, seg, org, org_names, client, client_v4_known,
                             slow_clients, main, other, action, affected, territory, enf_territory,
                             unsupported, other_action if other is not None else None)  # fmt: skip
@@ -1241,14 +1342,15 @@ def _aggregate(
     main: _Decider,
     other_action: npt.NDArray[np.int64] | None,
 ) -> None:
-    org, action, territory, affected = org[ok], action[ok], territory[ok], affected[ok]
-    enf_territory, unsupported, anon, seg, ts = (
-        enf_territory[ok],
-        unsupported[ok],
-        anon[ok],
-        seg[ok],
-        ts[ok],
-    )
+    if not ok.all():
+        org, action, territory, affected = org[ok], action[ok], territory[ok], affected[ok]
+        enf_territory, unsupported, anon, seg, ts = (
+            enf_territory[ok],
+            unsupported[ok],
+            anon[ok],
+            seg[ok],
+            ts[ok],
+        )
     if not len(org):
         return
     nterr = len(main.territories)
@@ -1259,25 +1361,36 @@ def _aggregate(
         s, rest = divmod(k, 3 * nterr)
         a, t = divmod(rest, nterr)
         report.totals[(main.phase_label[s], ACTIONS[a], main.territories[t])] += c
-    # per organisation
+    # per organisation (counts of a mask's lines: a bincount of the lines picked, not weights)
     norg = len(org_names)
     requests = np.bincount(org, minlength=norg)
-    aff = np.bincount(org, weights=affected, minlength=norg)
-    an = np.bincount(org, weights=anon, minlength=norg)
+    aff = np.bincount(org[affected], minlength=norg)
+    an = np.bincount(org[anon], minlength=norg)
     acts = np.bincount(org * 3 + action, minlength=norg * 3).reshape(norg, 3)
     first = np.full(norg, np.inf)
     last = np.full(norg, -np.inf)
     np.minimum.at(first, org, ts)
     np.maximum.at(last, org, ts)
-    for code in np.flatnonzero(requests).tolist():
+    present = np.flatnonzero(requests)
+    for code, r, f, la, af, ano, (a0, a1, a2) in zip(
+        present.tolist(),
+        requests[present].tolist(),
+        first[present].tolist(),
+        last[present].tolist(),
+        aff[present].tolist(),
+        an[present].tolist(),
+        acts[present].tolist(),
+        strict=True,
+    ):
         s = report.org(org_names[code])
-        s.requests += int(requests[code])
-        s.affected += int(aff[code])
-        s.anonymized += int(an[code])
-        s.first = min(s.first, float(first[code]))
-        s.last = max(s.last, float(last[code]))
-        for j in range(3):
-            s.actions[j] += int(acts[code, j])
+        s.requests += r
+        s.affected += af
+        s.anonymized += ano
+        s.first = min(s.first, f)
+        s.last = max(s.last, la)
+        s.actions[0] += a0
+        s.actions[1] += a1
+        s.actions[2] += a2
     okeys, ocounts = _tally(org * nterr + territory, norg * nterr)
     for k, c in zip(okeys.tolist(), ocounts.tolist(), strict=True):
         o, t = divmod(k, nterr)
@@ -1289,17 +1402,19 @@ def _aggregate(
             o, t = divmod(k, nterr)
             report.orgs[org_names[o]].unsupported[main.territories[t]] += c
     # by day
-    day = np.floor(ts / _DAY).astype(np.int64)
+    # whole seconds floor-divided in integers: the same day as floor(ts / day), faster
+    day = np.floor(ts).astype(np.int64) // int(_DAY)
     low = int(day.min())
     if int(day.max()) - low <= len(day) + 366:  # a dense range of days: counted in place
-        dreq = np.bincount(day - low)
-        daff = np.bincount(day - low, weights=affected)
+        day -= low
+        dreq = np.bincount(day)
+        daff = np.bincount(day[affected], minlength=len(dreq))
         dkeys = np.flatnonzero(dreq)
         dreq, daff, dkeys = dreq[dkeys], daff[dkeys], dkeys + low
     else:  # far-flung stamps: sort them
         dkeys, dinv = np.unique(day, return_inverse=True)
         dreq = np.bincount(dinv)
-        daff = np.bincount(dinv, weights=affected)
+        daff = np.bincount(dinv[affected], minlength=len(dreq))
     for d, r, a in zip(dkeys.tolist(), dreq.tolist(), daff.tolist(), strict=True):
         label = dt.datetime.fromtimestamp(d * _DAY, dt.UTC).date().isoformat()
         entry = report.days.setdefault(label, [0, 0])
@@ -1399,7 +1514,13 @@ def _parse_time(value: object) -> float | None:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+    # microseconds over 1e6, as _TIME_SQL divides (timestamp() rounds once more, exactly)
+    since = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)) - _EPOCH
+    return float(since // _MICROSECOND) / 1e6
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND: Final = dt.timedelta(microseconds=1)
 
 
 class _Obj(dict[str, Any]):

@@ -451,6 +451,30 @@ class Snapshot:
             rows[split] = self._v4_l2_row[k]
         return rows
 
+    def rows_v6(
+        self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.int64]:
+        """Rows of IPv6 addresses given as their upper and lower 64 bits, vectorised: the
+        piece :meth:`row_of_value` finds for each, by the same two-level search."""
+        hi = np.asarray(hi, dtype=np.uint64)
+        lo = np.asarray(lo, dtype=np.uint64)
+        # the pieces starting in the same upper 64 bits: [first, last)
+        first = np.searchsorted(self._v6_hi, hi, side="left")
+        last = np.searchsorted(self._v6_hi, hi, side="right")
+        # among them, bisect on the lower 64 bits (a right bisect: where lo would go after any
+        # equal start), all addresses at once; a group is a handful of pieces at most
+        a, b = first, last
+        while True:
+            open_ = a < b
+            if not open_.any():
+                break
+            mid = (a + b) // 2
+            below = open_ & (self._v6_lo[np.minimum(mid, len(self._v6_lo) - 1)] <= lo)
+            a = np.where(below, mid + 1, a)
+            b = np.where(open_ & ~below, mid, b)
+        # no piece starts at or below: the last piece of a lower prefix
+        return self._v6_row[a - 1].astype(np.int64)
+
     def lookup_many(self, ips: Iterable[object] | npt.NDArray[Any]) -> LookupColumns:
         """Look up many addresses at once: a numpy array of IPv4 integers, or any iterable of
         address strings (IPv4, IPv6, malformed: all answered). Returns columns."""
