@@ -755,11 +755,13 @@ def test_ipv6_peers_looked_up_in_numpy_equal_the_resolver(
              "::ffff:10.0.0.1", "::4.0.0.1", "::", "::1", "fe80::1%eth0", "[2001:4000::3]",
              "[2001:4000::3]:443", " 2001:4000::4", "2001:4000::5 ", "1:2:3:4:5:6:7:8:9",
              "2001:4000::1::2", "gggg::1", ":", "3.0.0.1", "10.0.0.1", "10.0.0.2"]  # fmt: skip
-    clients = ["3.0.0.1", "4.0.0.2", "2001:4001::1", "2001:4000::8", "junk", ""]
+    clients = ["3.0.0.1", "4.0.0.2", "2001:4001::1", "2001:4000::8", "junk", "", "::",
+               "[2001:4000::3]:443", "2001:4000::1%eth0", "::ffff:4.0.0.1", " 2001:4001::2\t",
+               "2001:4000:aa::1", "2001:4000:AA::2", "2001:4001::5"]  # fmt: skip
     lines = []
     for i in range(600):
         peer = rng.choice(peers)
-        xff = ", ".join(rng.choice(clients) for _ in range(rng.randint(0, 2))) or None
+        xff = ", ".join(rng.choice(clients) for _ in range(rng.randint(0, 3))) or None
         lines.append((f"2024-07-1{i % 3}T10:00:{i % 60:02d}Z", peer, xff, f"org-{i % 5}"))
     path = tmp_path / "v6.jsonl"
     write_jsonl(path, lines, malformed=0)
@@ -846,7 +848,10 @@ def test_chains_cut_in_numpy_match_a_split() -> None:
                "  1.2.3.4  ", "1.2.3.4   ,  5.6.7.8", None, "300.1.1.1, 01.1.1.1",
                # runs of blanks of any length, at either end of a header and of the buffer
                "\t\t1.2.3.4\t \t", "1.2.3.4" + " " * 50, " " * 40 + ",1.2.3.4", "\t",
-               "1.2.3.4 , \t , 5.6.7.8", "5.6.7.8 \t" + "\t " * 30]  # fmt: skip
+               "1.2.3.4 , \t , 5.6.7.8", "5.6.7.8 \t" + "\t " * 30,
+               # IPv6 on the right: plain, upper case, mapped, zone id, bracketed, with blanks
+               "1.2.3.4, 2001:db8::1", "2001:DB8:0:0::2", "::ffff:1.2.3.4", "fe80::1%eth0",
+               "[2001:db8::3]:443", "1.2.3.4,\t 2001:db8::4 \t", "::", "2001:db8::1::2"]  # fmt: skip
     cols = _chain_cols(pa.array(headers * 3))
     count, entries = cols[0], [(cols[1 + 2 * i], cols[2 + 2 * i]) for i in range(3)]
     for row, header in enumerate(headers * 3):
@@ -862,6 +867,17 @@ def test_chains_cut_in_numpy_match_a_split() -> None:
             assert bool(ok[row]) == (want is not None), (header, i)
             if want is not None:
                 assert int(value[row]) == want
+        # the right-most entry as IPv6: plain text, not IPv4-mapped
+        text = parts[-1].strip(" \t") if expect_n else ""
+        try:
+            want6 = int(ipaddress.IPv6Address(text)) if "%" not in text else None
+        except ValueError:
+            want6 = None
+        if want6 is not None and want6 >> 32 == 0xFFFF:
+            want6 = None
+        assert bool(cols[7][row]) == (want6 is not None), header
+        if want6 is not None:
+            assert (int(cols[8][row]) << 64) | int(cols[9][row]) == want6
 
 
 def test_tally_counts_in_place_and_by_sorting() -> None:

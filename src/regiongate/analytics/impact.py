@@ -918,14 +918,15 @@ def _per_value(col: Any, compute: Callable[[Any], list[npt.NDArray[Any]]],
 
 def _chain_cols(col: Any, depth: int = 3) -> list[npt.NDArray[Any]]:
     """Forwarding headers cut into entries: columns (count, then value and validity of the
-    right-most ``depth`` entries); see :func:`_cut_chains`."""
-    return _per_value(col, lambda values: _cut_chains(values, depth),
-                      (0, *(np.uint64(0), False) * depth))  # fmt: skip
+    right-most ``depth`` entries, then the right-most as IPv6); see :func:`_cut_chains`."""
+    fills = (0, *(np.uint64(0), False) * depth, False, np.uint64(0), np.uint64(0))
+    return _per_value(col, lambda values: _cut_chains(values, depth), fills)
 
 
 def _cut_chains(values: Any, depth: int) -> list[npt.NDArray[Any]]:
     """Each forwarding header of ``values`` cut into entries, in numpy: how many entries (0
-    for a blank header), and the right-most ``depth`` as IPv4 integers with their validity.
+    for a blank header), the right-most ``depth`` as IPv4 integers with their validity, and
+    the right-most as IPv6 (:func:`_parse_v6`: valid, upper and lower 64 bits).
     An entry that is not a canonical IPv4 address (IPv6, a port, stray text) is just not
     valid here: such lines go to the exact resolver."""
     offsets, data = _text_buffers(values)
@@ -937,6 +938,7 @@ def _cut_chains(values: Any, depth: int) -> list[npt.NDArray[Any]]:
     blanks = _Blanks(data)
     count = np.where(blanks.after(start) < end, k + 1, 0)  # a header of blanks only is no header
     out: list[npt.NDArray[Any]] = [count]
+    last6 = _parse_v6([], np.zeros(0, np.int64), len(count))
     for i in range(depth):  # i-th entry from the right
         right = end if i == 0 else commas[np.maximum(hi - i, 0)]
         left = np.where(k > i, commas[np.maximum(hi - i - 1, 0)] + 1, start)
@@ -944,40 +946,54 @@ def _cut_chains(values: Any, depth: int) -> list[npt.NDArray[Any]]:
         right = np.maximum(blanks.before(right), left)
         v, ok = _parse_spans(data, left, np.where(k >= i, right - left, 0))
         out += [v, ok & (count > i)]
-    return out
+        if i == 0:  # the right-most entry as IPv6 too (valid, upper and lower 64 bits)
+            maybe = np.flatnonzero(~ok & (count > 0) & (right - left >= 2) & (right - left <= 45))
+            text = data.tobytes()
+            spans = zip(left[maybe].tolist(), right[maybe].tolist(), strict=True)
+            last6 = _parse_v6([text[a:b].decode("latin-1") for a, b in spans], maybe, len(ok))
+    return out + list(last6)
 
 
 def _peer_cols(values: Any) -> list[npt.NDArray[Any]]:
     """Distinct peer addresses (an Arrow string array) as columns: IPv4 (value, valid), then
-    IPv6 (valid, upper and lower 64 bits). IPv6 is plain text only, as ``inet_pton`` reads
-    it, as the resolver does, and not IPv4-mapped: a zone id, brackets, a port or blanks are
-    left to the resolver, which reads them with the rest of its rules."""
+    IPv6 (valid, upper and lower 64 bits; see :func:`_parse_v6`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     v4, v4_ok = parse_v4(values)
-    n = len(values)
-    v6_ok = np.zeros(n, dtype=np.bool_)
-    hi = np.zeros(n, dtype=np.uint64)
-    lo = np.zeros(n, dtype=np.uint64)
     colon = np.asarray(pc.match_substring(values, ":").fill_null(False))
     maybe = np.flatnonzero(~v4_ok & colon)
-    if len(maybe):
-        pton, af6, zeros = socket.inet_pton, socket.AF_INET6, bytes(16)
-        packed, read = [], []
-        for text in values.take(pa.array(maybe)).to_pylist():
-            try:
-                packed.append(pton(af6, text))
-                read.append(True)
-            except (OSError, ValueError):
-                packed.append(zeros)
-                read.append(False)
-        words = np.frombuffer(b"".join(packed), dtype=">u8").astype(np.uint64).reshape(-1, 2)
-        h, low = words[:, 0], words[:, 1]
-        mapped = (h == 0) & ((low >> np.uint64(32)) == np.uint64(_MAPPED))
-        v6_ok[maybe] = np.asarray(read, dtype=np.bool_) & ~mapped
-        hi[maybe], lo[maybe] = h, low
+    v6_ok, hi, lo = _parse_v6(values.take(pa.array(maybe)).to_pylist(), maybe, len(values))
     return [v4, v4_ok, v6_ok, hi, lo]
+
+
+def _parse_v6(
+    texts: Sequence[str], where: npt.NDArray[np.int64], n: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """IPv6 ``texts`` (found at rows ``where`` of ``n``) as (valid, upper and lower 64 bits).
+    Plain text only, as ``inet_pton`` reads it, as the resolver does, and not IPv4-mapped (the
+    resolver reads that as IPv4): a zone id, brackets, a port or blanks are left to the
+    resolver, which reads them with the rest of its rules."""
+    valid = np.zeros(n, dtype=np.bool_)
+    hi = np.zeros(n, dtype=np.uint64)
+    lo = np.zeros(n, dtype=np.uint64)
+    if not len(texts):
+        return valid, hi, lo
+    pton, af6, zeros = socket.inet_pton, socket.AF_INET6, bytes(16)
+    packed, read = [], []
+    for text in texts:
+        try:
+            packed.append(pton(af6, text))
+            read.append(True)
+        except (OSError, ValueError):
+            packed.append(zeros)
+            read.append(False)
+    words = np.frombuffer(b"".join(packed), dtype=">u8").astype(np.uint64).reshape(-1, 2)
+    h, low = words[:, 0], words[:, 1]
+    mapped = (h == 0) & ((low >> np.uint64(32)) == np.uint64(_MAPPED))
+    valid[where] = np.asarray(read, dtype=np.bool_) & ~mapped
+    hi[where], lo[where] = h, low
+    return valid, hi, lo
 
 
 _MAPPED: Final = 0xFFFF  # the upper 96 bits of ::ffff:0:0/96, an IPv4-mapped address
@@ -1158,7 +1174,9 @@ def replay(
         n = len(lines.ts)
         report.total_lines += n
         ts, peer_v4, peer_is_v4 = lines.ts, lines.peer_v4, lines.peer_is_v4
-        xff_n, last_v4, last_is_v4, p1_v4, p1_ok, p2_v4, p2_ok = lines.chain
+        peer_is_v6, peer_hi, peer_lo = lines.peer_is_v6, lines.peer_hi, lines.peer_lo
+        xff_n, last_v4, last_is_v4, p1_v4, p1_ok, p2_v4, p2_ok = lines.chain[:7]
+        last_is_v6, last_hi, last_lo = lines.chain[7:]
         ok = lines.has_peer & np.isfinite(ts)
         bad = ~ok
         if bad.any():
@@ -1167,8 +1185,11 @@ def replay(
             out = ok & ~lines.keep
             report.filtered += int(out.sum())
             ok &= lines.keep
-        # 1. client address
+        # 1. client address: IPv4 and plain IPv6 here, all at once; the rest (odd spellings,
+        # long chains, IPv6 deeper in a chain) by the resolver, line by line
         trusted = peer_is_v4 & trusted_nets.v4_mask(peer_v4)
+        if trusted_nets.v6 and peer_is_v6.any():
+            trusted |= peer_is_v6 & trusted_nets.v6_mask(peer_hi, peer_lo)
         client = peer_v4.copy()
         via_xff = trusted & (xff_n > 0)
         simple = (
@@ -1176,7 +1197,11 @@ def replay(
         )
         client[simple] = last_v4[simple]
         walked = simple
+        simple_v6 = via_xff & last_is_v6 if vector_xff else via_xff & False
+        if trusted_nets.v6 and simple_v6.any():
+            simple_v6 &= ~trusted_nets.v6_mask(last_hi, last_lo)
         if vector_xff:
+            walked = walked | simple_v6
             # Chains whose right-most entry is a trusted proxy: walk one or two more entries.
             deeper = via_xff & last_is_v4 & ~simple & (xff_n >= 2) & (xff_n <= walkable)
             if deeper.any():
@@ -1190,18 +1215,18 @@ def replay(
                 if further.any():
                     at2 = further & p2_ok
                     client[at2] = p2_v4[at2]
-                walked = simple | at1 | at2
-        # An IPv6 peer that is no trusted proxy is the client: looked up here, all at once.
-        direct_v6 = lines.peer_is_v6 & ok
-        if trusted_nets.v6 and direct_v6.any():
-            direct_v6 &= ~trusted_nets.v6_mask(lines.peer_hi, lines.peer_lo)
+                walked = walked | at1 | at2
         slow = ok & (
-            (~peer_is_v4 & ~direct_v6) | (via_xff & ~walked) | (trusted & ~np.bool_(vector_xff))
+            (~peer_is_v4 & ~peer_is_v6) | (via_xff & ~walked) | (trusted & ~np.bool_(vector_xff))
         )
+        # the lines whose client is an IPv6 address: the peer's own, or the chain's last entry
+        client_v6 = ok & ~slow & ((peer_is_v6 & ~via_xff) | simple_v6)
         rows = snapshot.rows_v4(client.astype(np.uint32))
-        if direct_v6.any():
-            rows[direct_v6] = snapshot.rows_v6(lines.peer_hi[direct_v6], lines.peer_lo[direct_v6])
-        client_v4_known = ok & ~slow & ~direct_v6
+        if client_v6.any():
+            hi = np.where(simple_v6, last_hi, peer_hi)[client_v6]
+            lo = np.where(simple_v6, last_lo, peer_lo)[client_v6]
+            rows[client_v6] = snapshot.rows_v6(hi, lo)
+        client_v4_known = ok & ~slow & ~client_v6
         slow_clients: dict[int, tuple[int, int] | None] = {}
         if slow.any():
             where = np.flatnonzero(slow)
@@ -1266,8 +1291,9 @@ def replay(
             special |= ok  # any line may sit in an exempt network: decide each with its address
         special &= ok
         if special.any():
-            for i in np.flatnonzero(special & direct_v6).tolist():
-                slow_clients[i] = (6, (int(lines.peer_hi[i]) << 64) | int(lines.peer_lo[i]))
+            for i in np.flatnonzero(special & client_v6).tolist():
+                hi_i, lo_i = (last_hi, last_lo) if simple_v6[i] else (peer_hi, peer_lo)
+                slow_clients[i] = (6, (int(hi_i[i]) << 64) | int(lo_i[i]))
             _decide_special(special, rows, seg, org, org_names, client, client_v4_known,
                             slow_clients, main, other, action, affected, territory, enf_territory,
                             unsupported, other_action if other is not None else None)  # fmt: skip
