@@ -5,7 +5,8 @@
   (``regiongate logs synth``, 10M lines, 2.6 GB; ``--quick``: 1M), lines per second and peak
   memory, vs the loop a first attempt would write: ``json.loads`` per line, the right-most
   forwarded address behind a trusted proxy, the maxminddb C extension on DB-IP city, a
-  country set, counters per organisation.
+  country set, counters per organisation. Three rounds of (loop, replay); the ratio is the
+  median of the rounds' ratios.
 
 Needs the installed data. Timings are never asserted.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,7 +65,14 @@ def _naive(path: Path, limit: int) -> float:
 
 
 def fig_impact(quick: bool) -> list[dict[str, Any]]:
+    """Rounds of (the baseline loop, then ``regiongate impact``) on one log: the replay uses
+    both cores and the loop one, so a noisy neighbour moves the two apart; the figure is the
+    median of the rounds' ratios, with the median rate."""
     lines = 1_000_000 if quick else 10_000_000
+    rounds = 1 if quick else 3
+    rates: list[float] = []
+    naives: list[float] = []
+    elapsed: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "access.jsonl"
         gen = [sys.executable, "-m", "regiongate", "logs", "synth", str(log), "--lines",
@@ -74,21 +83,26 @@ def fig_impact(quick: bool) -> list[dict[str, Any]]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         cmd = [sys.executable, "-m", "regiongate", "impact", str(log), "--trusted-proxy",
                "10.0.0.0/24", "--json", str(Path(tmp) / "impact.json")]  # fmt: skip
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        elapsed = time.perf_counter() - t0
+        for _ in range(rounds):
+            naives.append(_naive(log, 300_000 if quick else 1_000_000))
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            elapsed.append(time.perf_counter() - t0)
+            rates.append(lines / elapsed[-1])
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         report = json.loads((Path(tmp) / "impact.json").read_text())
-        naive = _naive(log, 300_000 if quick else 1_000_000)
-    rate = lines / elapsed
+    rate, naive = statistics.median(rates), statistics.median(naives)
+    ratio = statistics.median(r / b for r, b in zip(rates, naives, strict=True))
     peak = (peak_kib if peak_kib > before else before) / 1024
+    spread = ", ".join(f"{r / b:.1f}x" for r, b in zip(rates, naives, strict=True))
     return [
         {"figure": "16", "name": "impact replay end to end, JSON lines (regiongate impact)",
          "value": rate, "unit": "/s", "baseline": "per-line Python loop, maxminddb C ext",
-         "baseline_value": naive, "ratio": rate / naive, "target": ">=1M/s and >=10x",
-         "met": rate >= 1e6 and rate / naive >= 10,
-         "note": f"{lines:,} synthetic lines ({size / 2**30:.1f} GiB), {elapsed:.1f} s in a fresh "
-         f"process; {report['totals']['affected_organisations']:,} affected organisations"},
+         "baseline_value": naive, "ratio": ratio, "target": ">=1M/s and >=10x",
+         "met": rate >= 1e6 and ratio >= 10,
+         "note": f"{lines:,} synthetic lines ({size / 2**30:.1f} GiB) in a fresh process, "
+         f"{statistics.median(elapsed):.1f} s; median of {rounds} rounds (ratios {spread}); "
+         f"{report['totals']['affected_organisations']:,} affected organisations"},
         {"figure": "16", "name": "impact replay peak memory", "value": peak, "unit": "MiB",
          "target": "<=2048 MiB", "met": peak <= 2048,
          "note": "max RSS of the impact process (batches of 1M lines)"},
