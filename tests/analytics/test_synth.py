@@ -344,6 +344,9 @@ def test_bad_parameters(tiny: Snapshot, tmp_path: Path) -> None:
         {"orgs": 0},
         {"days": 0.0},
         {"malformed_share": 1.5},
+        {"ipv6_share": -0.1},
+        {"ipv6_share": 1.01},
+        {"proxy_share": 2.0},
         {"mix": {"pirates": 1.0}},
         {"mix": {"ordinary": 0.0}},
         {"compress": "gzip", "compress_level": 12},
@@ -392,6 +395,31 @@ def test_cli(tiny_snapshot_path: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no snapshot" in result.output
     result = runner.invoke(logs_app, ["synth", str(out), "--start", "yesterday"])
     assert result.exit_code == 2
+
+
+@pytest.mark.realdata
+def test_cli_ipv6_share(tmp_path: Path) -> None:
+    """--ipv6 sets the share of home traffic from IPv6 (none at 0; the tiny snapshot has too
+    few IPv6 homes, so the real one); out of range is refused."""
+    snapshot = realdata_snapshot()
+    runner = CliRunner()
+    ipv6 = {}
+    for share in ("0", "0.6"):
+        out = tmp_path / f"v6-{share}.jsonl"
+        args = ["synth", str(out), "--lines", "4000", "--orgs", "30", "--seed", "5",
+                "--snapshot", str(snapshot), "--ipv6", share]  # fmt: skip
+        result = runner.invoke(logs_app, args)
+        assert result.exit_code == 0, result.output
+        truth = Truth.load(truth_path(out))
+        assert truth.params["ipv6_share"] == float(share)
+        ipv6[share] = sum(o.ipv6_lines for o in truth.orgs)
+        records = [json.loads(line) for line in iter_lines(out)
+                   if line.startswith('{"') and line.endswith("}")]  # fmt: skip
+        clients = [str(r["x_forwarded_for"] or r["remote_addr"]) for r in records]
+        assert any(":" in client for client in clients) == (share != "0")
+    assert ipv6["0"] == 0 < ipv6["0.6"]
+    result = runner.invoke(logs_app, ["synth", str(tmp_path / "x.jsonl"), "--ipv6", "1.5"])
+    assert result.exit_code == 2 and "--ipv6" in result.output
 
 
 @pytest.mark.realdata

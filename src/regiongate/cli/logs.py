@@ -193,6 +193,16 @@ def synth(
     malformed: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of malformed lines.")
     ] = 0.001,
+    ipv6: Annotated[
+        float,
+        typer.Option(
+            "--ipv6",
+            min=0.0,
+            max=1.0,
+            help="Share of an organisation's home traffic from IPv6, where the snapshot has "
+            "IPv6 ranges for its territory.",
+        ),
+    ] = 0.04,
     snapshot: Annotated[
         Path | None, typer.Option(help="Snapshot file (default: the installed one).")
     ] = None,
@@ -271,6 +281,7 @@ def synth(
                 compress_level=level,
                 proxies=proxy or None,
                 malformed_share=malformed,
+                ipv6_share=ipv6,
                 mix=shares,
                 hints=hints,
                 progress=lambda done: bar.update(task, completed=done),
