@@ -1772,10 +1772,10 @@ def synthesize(
             "hints: the nginx format has no fields for request hints; "
             "use --format jsonl or csv with --hints"
         )
-    shares = {"proxy_share": proxy_share, "forged_share": forged_share,
-              "spoofed_share": spoofed_share, "malformed_share": malformed_share,
-              "ipv6_share": ipv6_share}  # fmt: skip
-    for name, share in shares.items():
+    given = {"proxy_share": proxy_share, "forged_share": forged_share,
+             "spoofed_share": spoofed_share, "malformed_share": malformed_share,
+             "ipv6_share": ipv6_share}  # fmt: skip
+    for name, share in given.items():
         if not 0.0 <= share <= 1.0:
             raise RegiongateError(f"{name}: {share!r}; give a share from 0 to 1")
     proxy_list = list(proxies) if proxies is not None else ["10.0.0.1", "10.0.0.2"]
