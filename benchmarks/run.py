@@ -395,7 +395,7 @@ def fig_accounts(sizes: Sizes) -> list[Result]:
 
 
 def fig_impact(sizes: Sizes) -> list[Result]:
-    """Figure 16 (impact issue): log replay end to end vs a per-line loop."""
+    """Figures 16 and 16v6 (impact issue): log replay end to end vs a per-line loop."""
     sys.path.insert(0, str(Path(__file__).parent))
     import bench_impact
 
