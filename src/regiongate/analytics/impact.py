@@ -962,9 +962,10 @@ def _cut_chains(values: Any, depth: int) -> list[npt.NDArray[Any]]:
         out += [v, ok & (count > i)]
         if i == 0:  # the right-most entry as IPv6 too (valid, upper and lower 64 bits)
             maybe = np.flatnonzero(~ok & (count > 0) & (right - left >= 2) & (right - left <= 45))
-            text = data.tobytes()
-            spans = zip(left[maybe].tolist(), right[maybe].tolist(), strict=True)
-            last6 = _parse_v6([text[a:b].decode("latin-1") for a, b in spans], maybe, len(ok))
+            if len(maybe):
+                text = data.tobytes()
+                spans = zip(left[maybe].tolist(), right[maybe].tolist(), strict=True)
+                last6 = _parse_v6([text[a:b].decode("latin-1") for a, b in spans], maybe, len(ok))
     return out + list(last6)
 
 
