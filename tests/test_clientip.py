@@ -170,6 +170,25 @@ def test_invalid_reason_names_the_entry_and_is_short() -> None:
     assert got.hops == ("10.0.0.1",)
 
 
+@pytest.mark.parametrize("pad", [0, 1, 127, 128, 150, 2000])
+def test_blanks_around_an_entry_do_not_count_and_memos_do_not_change_the_answer(pad: int) -> None:
+    """However many blanks pad an entry, it is the entry they surround: read alike by the
+    walk, and by the shortcut through a chain already proven trusted (which once answered a
+    padded left-most entry the walk refused)."""
+    blank = " " * pad
+    for header, want in ((f"{blank}198.51.100.7{blank}, 10.0.0.2", "198.51.100.7"),
+                         (f"3.3.3.3,{blank}2001:db8::7\t{blank}", "2001:db8::7"),
+                         (f"{blank}[2001:db8::8]:443{blank}", "2001:db8::8")):  # fmt: skip
+        cold = xff().resolve_text("10.0.0.1", {"x-forwarded-for": header})
+        warm = xff()
+        warm.resolve_text("10.0.0.1", {"x-forwarded-for": "1.1.1.1, 10.0.0.2"})  # proves the chain
+        again = warm.resolve_text("10.0.0.1", {"x-forwarded-for": header})
+        assert cold.ip == again.ip == want, (pad, header)
+    # an entry is still limited, blanks aside
+    long = xff().resolve_text("10.0.0.1", {"x-forwarded-for": "3.3.3.3, fe80::1%" + "e" * 200})
+    assert long.ip is None and long.invalid is not None
+
+
 def test_both_headers_present_only_the_configured_one_is_read() -> None:
     headers = asgi(("forwarded", "for=198.51.100.1"), ("x-forwarded-for", "203.0.113.7, 10.0.0.2"))
     assert xff().resolve("10.0.0.1", headers).ip == "203.0.113.7"

@@ -165,9 +165,12 @@ def _parse_entry(entry: str) -> _Hop | None:
     Accepts ``1.2.3.4``, ``1.2.3.4:8080``, ``2001:db8::1``, ``[2001:db8::1]``,
     ``[2001:db8::1]:443`` and zone ids (``fe80::1%eth0``), with surrounding blanks.
     """
+    # Blanks around an entry are not part of it: the length limit counts what they surround
+    # (every path, the walk, the memo of proven chains and the log replay's numpy, reads
+    # the same entry alike however it is padded).
+    entry = entry.strip(" \t")
     if len(entry) > _MAX_ENTRY:
         return None
-    entry = entry.strip(" \t")
     try:
         return entry, 4, _from_bytes(_pton(_AF_INET, entry), "big")
     except (OSError, ValueError):

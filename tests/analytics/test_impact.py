@@ -506,6 +506,44 @@ def test_times_out_of_range_are_malformed_and_naive_ones_utc(
         time_module.tzset()
 
 
+def test_days_of_times_next_to_midnight_read_alike(tmp_path: Path, snap: Snapshot) -> None:
+    """Times around the epoch's midnight, subnormal ones included, fall on the same day in
+    both replays."""
+    times = ["-1e-320", "-5e-324", "-0.5", "0", "86399.999999", "86400", "-86400.000001"]
+    path = tmp_path / "t.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for i, when in enumerate(times):
+            fh.write(json.dumps({"time": when, "remote_addr": "4.0.0.1", "org": f"o{i}"}) + "\n")
+    got = run([path], snap)
+    same(got, reference([path], snap))
+    assert got["lines"]["parsed"] == len(times)
+
+
+def test_padded_forwarding_entries_read_alike(tmp_path: Path, snap: Snapshot) -> None:
+    """Blanks around an X-Forwarded-For entry, however many, are not part of it: the numpy
+    walk and the resolver (its walk and its memo of proven chains) read it alike."""
+    lines = []
+    for i, pad in enumerate([0, 1, 111, 112, 130, 150, 400]):
+        blank = " " * pad
+        for xff in (
+            f"3.0.0.1,{blank}4.0.0.7",
+            f"3.0.0.1,{blank}2001:4000::1",
+            f"{blank}4.0.0.8{blank}, {PROXY}",
+            f"3.0.0.1,\t{blank}2001:4001::9\t",
+            f"4.0.0.9,{blank}{PROXY}",
+            f"{blank}4.0.0.9{blank},{blank}{PROXY}{blank}",
+        ):
+            lines.append((f"2024-07-10T10:{i:02d}:00Z", PROXY, xff, f"org-{i}"))
+    path = tmp_path / "padded.jsonl"
+    write_jsonl(path, lines, malformed=0)
+    for batch in (1, 5, 1000):
+        got = replay([str(path)], policy=load_policy("api-2024"), snapshot=snap,
+                     client_ip=CONFIG, batch_size=batch)  # fmt: skip
+        same(got.to_dict(), reference([path], snap))
+    assert got.malformed == 0
+    assert sum(o.requests for o in got.orgs.values()) == len(lines)
+
+
 def test_csv_files_named_anyhow_and_headers_spanning_lines(tmp_path: Path, snap: Snapshot) -> None:
     """Compression is told by a file's bytes (upper-case or `.zstd` names read alike); a
     header with a quoted line end, or after a line of blanks, reads every row after it; a

@@ -1443,8 +1443,7 @@ def _aggregate(
             o, t = divmod(k, nterr)
             report.orgs[org_names[o]].unsupported[main.territories[t]] += c
     # by day
-    # whole seconds floor-divided in integers: the same day as floor(ts / day), faster
-    day = np.floor(ts).astype(np.int64) // int(_DAY)
+    day = np.floor(ts / _DAY).astype(np.int64)  # as the reference: -1e-320 s is 1970-01-01
     low = int(day.min())
     if int(day.max()) - low <= len(day) + 366:  # a dense range of days: counted in place
         day -= low
