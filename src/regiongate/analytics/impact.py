@@ -49,7 +49,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from regiongate.clientip import ClientIPConfig, ClientResolver
+from regiongate.clientip import _MAPPED, ClientIPConfig, ClientResolver
 from regiongate.errors import RegiongateError
 from regiongate.intel.model import FLAG_BITS, Flag, Origin
 from regiongate.intel.snapshot import Snapshot
@@ -585,7 +585,7 @@ TIME_MIN: Final = -62135596800.0
 TIME_MAX: Final = 253402300800.0
 # A time field (JSON lines, CSV, Parquet): a timestamp DuckDB's cast reads (in UTC when it has
 # no offset: the connection's time zone is set to UTC), else seconds. Microseconds over 1e6, one
-# rounding, as numpy divides (DuckDB's epoch() multiplies by 1e-6: an ulp off for some times).
+# rounding, as the per-line reference divides (DuckDB's epoch() multiplies by 1e-6: an ulp off).
 _TIME_SQL: Final = (
     "coalesce(CAST(epoch_us(try_cast({t} AS TIMESTAMPTZ)) AS DOUBLE) / 1e6, "
     "try_cast({t} AS DOUBLE))"
@@ -1009,9 +1009,6 @@ def _parse_v6(
     valid[where] = np.asarray(read, dtype=np.bool_) & ~mapped
     hi[where], lo[where] = h, low
     return valid, hi, lo
-
-
-_MAPPED: Final = 0xFFFF  # the upper 96 bits of ::ffff:0:0/96, an IPv4-mapped address
 
 
 def parse_v4_repeated(arr: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
