@@ -205,6 +205,31 @@ def test_direct_client_verdict_is_remembered_and_exact(
     assert run(go("3.0.0.1")) == [200, 200, 200]
 
 
+@pytest.mark.parametrize("forged", [False, True])
+def test_headers_as_any_iterable_of_pairs(tiny_snapshot_path: Path, forged: bool) -> None:
+    """ASGI promises an iterable of pairs, not a list: a tuple from some server works, and
+    a forged X-Regiongate-* header in it is still dropped."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["headers"])
+
+    app = RegionGate(inner, snapshot=Snapshot(tiny_snapshot_path))
+    sent = ((b"x-regiongate-decision", b"allow"),) if forged else ()
+    headers = ((b"host", b"gw"), *sent, (b"accept", b"*/*"))
+    for _ in range(3):  # the first requests and the remembered verdict
+        scope = {"type": "http", "path": "/v1/x", "headers": headers, "client": ("3.0.0.1", 1)}
+        run(app(scope, None, None))
+        assert scope["headers"] is headers  # the server's scope is not changed
+    want = [
+        (b"host", b"gw"),
+        (b"accept", b"*/*"),
+        (b"x-regiongate-territory", b"US"),
+        (b"x-regiongate-decision", b"allow"),
+    ]
+    assert seen == [want] * 3
+
+
 def test_non_http_scopes_pass_through(tiny_snapshot_path: Path) -> None:
     seen: list[str] = []
 
@@ -314,15 +339,83 @@ def test_forwarded_verdicts_are_remembered_exactly(tiny_snapshot_path: Path) -> 
     assert g.check("127.0.0.1", cases[1]).decision.policy.startswith("sanctions")
 
 
+def test_remembered_verdicts_end_with_their_phase(tiny_snapshot_path: Path, tmp_path: Path) -> None:
+    """A remembered verdict is valid until the policy's next phase begins: the middleware's
+    own shortcut through the memo (direct peers) and the gate's (behind a trusted proxy) give
+    the new phase's answer from its first second on."""
+    import datetime as dt
+
+    policy = tmp_path / "p.toml"
+    policy.write_text(
+        'name = "p"\nversion = "1"\nsupported = ["US"]\n'
+        "notice_from = 2026-02-01\nenforce_from = 2026-03-01\n"
+    )
+    now = [0.0]
+    gate = Gate(
+        GateState(
+            snapshot=Snapshot(tiny_snapshot_path),
+            policy=load_policy(str(policy)),
+            resolver=ClientResolver(ClientIPConfig(trusted_proxies=("127.0.0.1/32",))),
+            snapshot_stamp=None,
+            policy_stamp=None,
+            loaded_at=0.0,
+        ),
+        clock=lambda: now[0],
+    )
+    seen: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["regiongate"].decision.action.value)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = RegionGate(inner, gate=gate)
+
+    def status(peer: str, headers: list[tuple[bytes, bytes]]) -> str:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request"}
+
+        scope = {"type": "http", "path": "/v1/x", "headers": headers, "client": (peer, 1)}
+        run(app(scope, receive, send))
+        return "403" if sent[0]["status"] == 403 else seen[-1]
+
+    def at(day: str) -> float:
+        return dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp()
+
+    def remembered() -> list[Any]:
+        return [*gate.direct, *(v for by in gate._forwarded.values() for v in by)]
+
+    cn_direct: tuple[str, list[tuple[bytes, bytes]]] = ("4.0.0.1", [])
+    cn_behind_proxy = ("127.0.0.1", [(b"x-forwarded-for", b"4.0.0.1")])
+    for (peer, headers), key in ((cn_direct, "4.0.0.1"), (cn_behind_proxy, b"4.0.0.1")):
+        gate.direct.clear()
+        gate._forwarded.clear()
+        now[0] = at("2026-01-31T23:59:58")
+        assert [status(peer, headers) for _ in range(3)] == ["allow"] * 3
+        assert remembered() == [key]
+        now[0] = at("2026-02-01T00:00:00")
+        assert [status(peer, headers) for _ in range(3)] == ["flag"] * 3
+        now[0] = at("2026-02-28T23:59:59.5")
+        assert status(peer, headers) == "flag"
+        now[0] = at("2026-03-01T00:00:00")
+        assert [status(peer, headers) for _ in range(3)] == ["403"] * 3
+        assert remembered() == [key]
+
+
 def test_new_clients_are_not_remembered_on_their_first_request(tiny_snapshot_path: Path) -> None:
     g = gate_for(tiny_snapshot_path, trusted_proxies=("127.0.0.1/32",))
     for i in range(200):
         g.check(f"5.0.{i}.1", [])
         g.check("127.0.0.1", [(b"x-forwarded-for", f"5.1.{i}.1".encode())])
-    assert not g._direct and not g._forwarded
+    assert not g.direct and not g._forwarded
     g.check("5.0.7.1", [])
     g.check("127.0.0.1", [(b"x-forwarded-for", b"5.1.7.1")])
-    assert list(g._direct) == ["5.0.7.1"]
+    assert list(g.direct) == ["5.0.7.1"]
     assert {peer: list(by_value) for peer, by_value in g._forwarded.items()} == {
         "127.0.0.1": [b"5.1.7.1"]
     }

@@ -59,6 +59,10 @@ class Verdict(NamedTuple):
 
 
 _new_verdict = tuple.__new__
+# A memoised verdict: [the state it was decided in, valid until (the policy's next phase, a
+# time), the verdict, its hits since remembered]. A list: a hit is one item increment.
+_Entry = list[Any]
+HITS: Final = 3
 _HEADER_MEMO: dict[int, tuple[Decision, tuple[tuple[bytes, bytes], ...]]] = {}
 
 
@@ -135,23 +139,23 @@ class _Stats:
         self.latency_sum = 0.0
         self.upstream_errors: dict[str, int] = {}
         self.reload_failures: dict[str, int] = {}
-        # Memoised verdicts count their own hits in a cell of their memo entry (one list
-        # item increment per request); each memo's cells are folded in here when it is
+        # Memoised verdicts count their own hits in their memo entry (one list item
+        # increment per request); each memo's entries are folded in here when it is
         # cleared, and read live at scrape time.
-        self.live_cells: list[list[tuple[int, list[int]]]] = []
+        self.live_cells: list[list[tuple[int, _Entry]]] = []
 
-    def new_cells(self) -> list[tuple[int, list[int]]]:
-        """A list of hit cells for one memo (see :meth:`fold`)."""
-        cells: list[tuple[int, list[int]]] = []
+    def new_cells(self) -> list[tuple[int, _Entry]]:
+        """A list of (decision id, memo entry) for one memo (see :meth:`fold`)."""
+        cells: list[tuple[int, _Entry]] = []
         self.live_cells.append(cells)
         return cells
 
-    def fold(self, cells: list[tuple[int, list[int]]]) -> None:
-        """Move the counts of a memo's cells into the totals (its entries are going away)."""
+    def fold(self, cells: list[tuple[int, _Entry]]) -> None:
+        """Move the counts of a memo's entries into the totals (they are going away)."""
         counts = self.by_decision
         hits = 0
         for key, cell in cells:
-            n = cell[0]
+            n = cell[HITS]
             if n:
                 counts[key] = counts.get(key, 0) + n
                 hits += n
@@ -163,7 +167,7 @@ class _Stats:
         hits = 0
         for cells in self.live_cells:
             for key, cell in list(cells):
-                n = cell[0]
+                n = cell[HITS]
                 if n:
                     live[key] = live.get(key, 0) + n
                     hits += n
@@ -223,12 +227,14 @@ class Gate:
         self._cache_size = cache_size
         self._reload_lock = threading.Lock()
         self._invalid: dict[str, Origin] = {}
-        self._direct: dict[str | None, tuple[GateState, float, Verdict, list[int]]] = {}
+        # peer → [state, valid until, verdict, hits] (see ``_Entry``). Public for RegionGate,
+        # which reads it inline: cleared in place, never replaced.
+        self.direct: dict[str | None, _Entry] = {}
         self._direct_cells = self.stats.new_cells()
         # trusted peer → {its X-Forwarded-For value → verdict}: the same value from the same
         # proxy resolves to the same client (behind nginx, most requests repeat a client).
         # Two levels: no key tuple to build and hash per request.
-        self._forwarded: dict[str, dict[bytes, tuple[GateState, float, Verdict, list[int]]]] = {}
+        self._forwarded: dict[str, dict[bytes, _Entry]] = {}
         self._forwarded_size = 0
         self._forwarded_cells = self.stats.new_cells()
         # Hashes of the memo keys seen once: a verdict is remembered on its key's second
@@ -276,10 +282,11 @@ class Gate:
         if account is None:
             # Direct clients (an untrusted peer: headers play no part) repeat a lot; their
             # verdict is exact until the state changes or the policy's next phase begins.
-            entry = self._direct.get(peer)
+            entry = self.direct.get(peer)
             if entry is not None and entry[0] is state and now < entry[1]:
-                entry[3][0] += 1  # counted in the entry's cell: the path most requests take
-                return entry[2]
+                entry[3] += 1  # counted in the entry: the path most requests take
+                hit: Verdict = entry[2]
+                return hit
             # A trusted proxy seen before (only those have a table here), one header line.
             by_value = self._forwarded.get(peer)  # type: ignore[arg-type]
             if by_value is not None:
@@ -294,8 +301,9 @@ class Gate:
                 if raw is not None and len(raw) <= _FORWARDED_KEY_MAX:
                     entry = by_value.get(raw)
                     if entry is not None and entry[0] is state and now < entry[1]:
-                        entry[3][0] += 1
-                        return entry[2]
+                        entry[3] += 1
+                        hit = entry[2]
+                        return hit
         t0 = perf_counter()
         client = state.resolver.resolve(peer, headers)
         value = client.value
@@ -320,7 +328,7 @@ class Gate:
             # headers naming someone else.
             and not state.resolver.is_trusted(peer)
         ):
-            self._remember(self._direct, self._direct_cells, peer, state, now, verdict)
+            self._remember(self.direct, self._direct_cells, peer, state, now, verdict)
         elif account is None and client.source != "peer" and peer is not None:
             self._remember_forwarded(peer, headers, state, now, verdict)
         self.stats.count(decision, perf_counter() - t0)
@@ -361,27 +369,27 @@ class Gate:
             by_value = self._forwarded[peer] = {}
         if raw not in by_value:
             self._forwarded_size += 1
-        cell = [0]
-        self._forwarded_cells.append((id(verdict.decision), cell))
-        by_value[raw] = (state, state.policy.engine.valid_until(now), verdict, cell)
+        entry: _Entry = [state, state.policy.engine.valid_until(now), verdict, 0]
+        self._forwarded_cells.append((id(verdict.decision), entry))
+        by_value[raw] = entry
 
     def _remember(
         self,
-        memo: dict[Any, tuple[GateState, float, Verdict, list[int]]],
-        cells: list[tuple[int, list[int]]],
+        memo: dict[Any, _Entry],
+        cells: list[tuple[int, _Entry]],
         key: Any,
         state: GateState,
         now: float,
         verdict: Verdict,
     ) -> None:
-        """Keep ``verdict`` in ``memo`` until the policy's next phase, with a hit cell of its
-        own; a full memo is folded into the stats and cleared first."""
+        """Keep ``verdict`` in ``memo`` until the policy's next phase, with a hit count of
+        its own; a full memo is folded into the stats and cleared first."""
         if len(memo) >= _DIRECT_MEMO:
             self.stats.fold(cells)
             memo.clear()
-        cell = [0]
-        cells.append((id(verdict.decision), cell))
-        memo[key] = (state, state.policy.engine.valid_until(now), verdict, cell)
+        entry: _Entry = [state, state.policy.engine.valid_until(now), verdict, 0]
+        cells.append((id(verdict.decision), entry))
+        memo[key] = entry
 
     def _second_sighting(self, key: int) -> bool:
         """Whether a memo key (its hash) was seen before; remembers it if not."""

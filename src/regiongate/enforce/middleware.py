@@ -14,7 +14,6 @@ sent are removed first) and the :class:`~regiongate.enforce.gate.Verdict` in
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ import msgspec
 
 from regiongate.clientip import ClientIPConfig, ClientResolver
 from regiongate.enforce.asgi import ASGIApp, Message, Receive, Scope, Send
-from regiongate.enforce.gate import _OWN_HEADERS, Gate, GateState
+from regiongate.enforce.gate import _OWN_HEADERS, HITS, Gate, GateState
 from regiongate.enforce.responses import send_json
 from regiongate.intel.snapshot import Snapshot, open_snapshot
 from regiongate.policy import Action, Policy, Response, load_policy
@@ -47,7 +46,6 @@ _UNKNOWN_KEY_BODY = {
 _WS_POLICY_VIOLATION = 1008
 _BLOCK = Action.BLOCK
 _BODY_USER_LIMIT = 256 * 1024  # bodies read for their "user" field up to this size
-_name = operator.itemgetter(0)
 
 
 class RegionGate:
@@ -89,6 +87,7 @@ class RegionGate:
             )
         self.gate = gate
         self._check = gate.check
+        self._direct = gate.direct
         self._account_header = account_header.lower().encode() if account_header else None
         self._blocked_cache: (
             tuple[Response, tuple[int, list[tuple[bytes, bytes]], bytes]] | None
@@ -120,7 +119,16 @@ class RegionGate:
                 await self._with_account(scope, receive, send, accounts, identity)
                 return
         if self._account_header is None:
-            verdict = self._check(client[0] if client else None, headers)
+            peer = client[0] if client else None
+            # Gate.check's first step, inline (most requests end here: one call less, ~10%
+            # of the middleware's cost): a peer whose verdict is remembered and still valid.
+            gate = self.gate
+            entry = self._direct.get(peer)
+            if entry is not None and entry[0] is gate.state and gate.clock() < entry[1]:
+                entry[HITS] += 1
+                verdict = entry[2]
+            else:
+                verdict = self._check(peer, headers)
         else:
             account = None
             for name, value in headers:
@@ -131,8 +139,19 @@ class RegionGate:
         if verdict.decision.action is _BLOCK:
             await self._block(scope, receive, send, verdict)
             return
-        # Not a coroutine of ours in between: the app is awaited from here (~0.2 µs less).
-        await self.app(self._forwarded(scope, headers, verdict), receive, send)
+        # _forwarded, inline (the path most requests take), and not a coroutine of ours in
+        # between: the app is awaited from here.
+        for name, _ in headers:
+            if name in _OWN_HEADERS:  # the client sent X-Regiongate-* itself
+                forwarded = [h for h in headers if h[0] not in _OWN_HEADERS]
+                forwarded += verdict.extra_headers
+                break
+        else:  # any iterable of pairs (ASGI does not promise a list)
+            forwarded = [*headers, *verdict.extra_headers]
+        scope = dict(scope)
+        scope["headers"] = forwarded
+        scope["regiongate"] = verdict
+        await self.app(scope, receive, send)
 
     async def _with_account(
         self, scope: Scope, receive: Receive, send: Send, accounts: Accounts, identity: Any
@@ -228,14 +247,23 @@ class RegionGate:
             await _deny_websocket(scope, receive, send, response.status, response.body())
 
     @staticmethod
-    def _forwarded(scope: Scope, headers: list[tuple[bytes, bytes]], verdict: Any) -> Scope:
+    def _forwarded(
+        scope: Scope,
+        headers: list[tuple[bytes, bytes]],
+        verdict: Any,
+        own: frozenset[bytes] = _OWN_HEADERS,
+    ) -> Scope:
         """The scope the app sees: our X-Regiongate-* headers (never the client's), and the
         verdict."""
-        if _OWN_HEADERS.isdisjoint(map(_name, headers)):  # the usual case, at C speed
+        # A plain loop: half the cost of own.isdisjoint(map(itemgetter(0), headers)) on the
+        # few headers a request has.
+        for name, _ in headers:
+            if name in own:  # the client sent X-Regiongate-* itself: drop those
+                forwarded = [h for h in headers if h[0] not in own]
+                forwarded += verdict.extra_headers
+                break
+        else:  # any iterable of pairs (ASGI does not promise a list)
             forwarded = [*headers, *verdict.extra_headers]
-        else:  # the client sent X-Regiongate-* itself: drop those
-            forwarded = [h for h in headers if h[0] not in _OWN_HEADERS]
-            forwarded += verdict.extra_headers
         scope = dict(scope)
         scope["headers"] = forwarded
         scope["regiongate"] = verdict
