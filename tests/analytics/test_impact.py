@@ -933,7 +933,7 @@ def test_tally_counts_in_place_and_by_sorting() -> None:
     assert len(empty_k) == len(empty_c) == 0
 
 
-def test_batches_are_joined_up_to_rows_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batches_are_grouped_up_to_rows_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow as pa
 
     import regiongate.analytics.impact as impact
@@ -944,9 +944,27 @@ def test_batches_are_joined_up_to_rows_and_bytes(monkeypatch: pytest.MonkeyPatch
     assert [v for b in joined for v in b.column(0).to_pylist()] == [
         v for b in small for v in b.column(0).to_pylist()
     ]
-    # a join also ends at the byte cap, so a string column never nears Arrow's 2 GiB
+    # DuckDB's batches are grouped, not copied: each stays a chunk of its table
+    assert [b.column(0).num_chunks for b in joined] == [10, 10, 5]
+    # a group also ends at the byte cap: memory stays bounded however long the lines
     monkeypatch.setattr(impact, "_JOIN_BYTES", small[0].nbytes * 3)
     assert [b.num_rows for b in impact._coalesced(iter(small), 10**9)] == [300] * 8 + [100]
+
+
+def test_encoding_a_chunked_column_gives_one_dictionary_for_all_lines() -> None:
+    import pyarrow as pa
+
+    from regiongate.analytics.impact import _encode
+
+    chunks = [["a", None, "b"], [], ["b", "c", None, "a"], [None]]
+    col = pa.chunked_array([pa.array(c, type=pa.string()) for c in chunks])
+    for column in (col, col.combine_chunks()):
+        values, index = _encode(column)
+        names = values.to_pylist()
+        assert sorted(names) == ["a", "b", "c"]
+        assert [names[i] if i >= 0 else None for i in index.tolist()] == col.to_pylist()
+    values, index = _encode(pa.chunked_array([], type=pa.string()))
+    assert values.to_pylist() == [] and len(index) == 0
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("jsonl", "f.jsonl"), ("nginx", "f.log")])
