@@ -967,6 +967,28 @@ def test_encoding_a_chunked_column_gives_one_dictionary_for_all_lines() -> None:
     assert values.to_pylist() == [] and len(index) == 0
 
 
+def test_encoding_unifies_chunk_dictionaries_that_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arrow 26 encodes every chunk against one dictionary; should a version not, the chunks'
+    dictionaries are unified before their indices are put together."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from regiongate.analytics.impact import _encode
+
+    own = pa.chunked_array(
+        [
+            pa.DictionaryArray.from_arrays(pa.array([0, 1, None]), pa.array(["a", "b"])),
+            pa.DictionaryArray.from_arrays(pa.array([0, 1, 1]), pa.array(["c", "a"])),
+        ]
+    )
+    monkeypatch.setattr(pc, "dictionary_encode", lambda col: own)
+    values, index = _encode(pa.chunked_array([["a", "b", None], ["c", "a", "a"]]))
+    names = values.to_pylist()
+    assert [names[i] if i >= 0 else None for i in index.tolist()] == [
+        "a", "b", None, "c", "a", "a"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(("fmt", "name"), [("jsonl", "f.jsonl"), ("nginx", "f.log")])
 def test_synthetic_log_filtered_equals_reference(
     tmp_path: Path, snap: Snapshot, fmt: str, name: str
