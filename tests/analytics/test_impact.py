@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -590,6 +591,8 @@ def test_a_damaged_compressed_file_is_a_clear_error(tmp_path: Path, snap: Snapsh
     # broken mid-stream, the error comes through the Arrow reader (an OSError), not DuckDB
     with pytest.raises(RegiongateError, match=r"GZIP stream: .*b\.jsonl\.gz$"):
         replay([str(whole), str(cut)], policy=load_policy("api-2024"), snapshot=snap)
+    # the reading threads and the chains' helper are gone with the error
+    assert [t.name for t in threading.enumerate() if t.name.startswith("regiongate-")] == []
 
 
 def test_bad_inputs_are_clear(tmp_path: Path, snap: Snapshot) -> None:
