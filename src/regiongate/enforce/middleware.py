@@ -139,8 +139,8 @@ class RegionGate:
         if verdict.decision.action is _BLOCK:
             await self._block(scope, receive, send, verdict)
             return
-        # _forwarded, inline (the path most requests take), and not a coroutine of ours in
-        # between: the app is awaited from here.
+        # _forwarded, inline (the path most requests take; keep the two alike), and not a
+        # coroutine of ours in between: the app is awaited from here.
         for name, _ in headers:
             if name in _OWN_HEADERS:  # the client sent X-Regiongate-* itself
                 forwarded = [h for h in headers if h[0] not in _OWN_HEADERS]
@@ -254,7 +254,8 @@ class RegionGate:
         own: frozenset[bytes] = _OWN_HEADERS,
     ) -> Scope:
         """The scope the app sees: our X-Regiongate-* headers (never the client's), and the
-        verdict."""
+        verdict. ``__call__`` repeats these lines inline for the path most requests take (the
+        call costs ~5% of the middleware there): a change here is a change there."""
         # A plain loop: half the cost of own.isdisjoint(map(itemgetter(0), headers)) on the
         # few headers a request has.
         for name, _ in headers:
