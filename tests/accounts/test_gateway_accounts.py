@@ -102,8 +102,10 @@ class World:
     def kid(self, key: str) -> str:
         return self.accounts.hasher.key_id(key)
 
-    def get(self, key: str | None, client: str) -> httpx.Response:
-        headers = {"X-Forwarded-For": client}
+    def get(
+        self, key: str | None, client: str, extra: dict[str, str] | None = None
+    ) -> httpx.Response:
+        headers = {"X-Forwarded-For": client, **(extra or {})}
         if key:
             headers["Authorization"] = f"Bearer {key}"
 
@@ -131,6 +133,14 @@ def world(tmp_path: Path, tiny_snapshot_path: Path) -> Iterator[World]:
         w = World(store, tiny_snapshot_path, tmp_path)
         yield w
         w.accounts.close()
+
+
+def test_forged_regiongate_headers_never_reach_the_app_for_a_keyed_request(world: World) -> None:
+    forged = {"X-Regiongate-Territory": "US", "X-Regiongate-Decision": "allow"}
+    for key in ("sk-a", "sk-vip", None):  # an account, an exempt one, and none
+        world.reached.clear()
+        assert world.get(key, CN, forged).status_code == 200  # the notice phase: flagged
+        assert world.reached == ["CN"], key
 
 
 def test_suspended_org_is_refused_for_every_key_and_territory(world: World) -> None:

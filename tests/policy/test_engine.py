@@ -186,6 +186,26 @@ def test_exemptions() -> None:
     assert p.decide(INVALID, Context(at=AFTER.at, account="org-1")).action is Action.ALLOW
 
 
+def test_an_exempt_decision_still_names_the_territory() -> None:
+    """Exempt requests are allowed, and the X-Regiongate-Territory header and the reports
+    still say where they came from (it was "unknown")."""
+    p = policy(exemptions={"accounts": ["org-1"], "networks": ["203.0.113.0/24"]})
+    by_account = Context(at=AFTER.at, account="org-1")
+    by_network = Context(at=AFTER.at, client=(4, 0xCB007101))
+    cn = origin("CN")
+    for ctx in (by_account, by_network):
+        d = p.decide(cn, ctx)
+        assert (d.action, d.exempt, d.rule, d.territory) == (Action.ALLOW, True, "exempt", "CN")
+        assert p.decide(cn, ctx) is d  # memoised per (phase, origin)
+        assert p.decide(origin("US"), ctx).territory == "US"
+        assert p.decide(INVALID, ctx).territory is None
+        before = p.decide(cn, Context(at=BEFORE.at, account="org-1"))
+        assert before.phase is not d.phase and before.territory == "CN"
+    p.engine.clear()  # a snapshot reload: the Origins go, and so do their decisions
+    assert not any(p.engine._exempt_memos)
+    assert p.decide(cn, by_account).territory == "CN"
+
+
 def test_subdivision_override_in_a_denylist() -> None:
     p = parse_policy(
         {

@@ -10,6 +10,7 @@ and one dict lookup.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 from regiongate.intel.model import Flag, Origin
@@ -71,6 +72,7 @@ class Engine:
             (n.version, int(n.network_address), int(n.broadcast_address)) for n in nets
         )
         self._exempt_decisions = tuple(self._exempt(Phase(p)) for p in range(3))
+        self._exempt_memos: tuple[dict[Origin, Decision], ...] = ({}, {}, {})
 
     def valid_until(self, at: float) -> float:
         """When the phase in force at ``at`` ends (``inf`` if never): a decision memoised at
@@ -88,12 +90,12 @@ class Engine:
         at = ctx.at
         phase = 2 if at >= self._t2 else (1 if at >= self._t1 else 0)
         if self._exempt_accounts and ctx.account in self._exempt_accounts:
-            return self._exempt_decisions[phase]
+            return self._exempt_for(origin, phase)
         if self._exempt_nets and ctx.client is not None:
             version, value = ctx.client
             for v, first, last in self._exempt_nets:
                 if v == version and first <= value <= last:
-                    return self._exempt_decisions[phase]
+                    return self._exempt_for(origin, phase)
         memo = self._memos[phase]
         decision = memo.get(origin)
         if decision is None:
@@ -104,6 +106,21 @@ class Engine:
         return decision
 
     # --- the rules ------------------------------------------------------------------------------
+
+    def _exempt_for(self, origin: Origin, phase: int) -> Decision:
+        """The exempt decision for a request from ``origin``: allowed, and still saying the
+        territory it came from (the ``X-Regiongate-Territory`` header, reports). Memoised per
+        (phase, Origin) like the others."""
+        memo = self._exempt_memos[phase]
+        decision = memo.get(origin)
+        if decision is None:
+            base = self._exempt_decisions[phase]
+            territory = self.explain(origin, Phase(phase)).territory
+            decision = base if territory is None else replace(base, territory=territory)
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[origin] = decision
+        return decision
 
     def _exempt(self, phase: Phase) -> Decision:
         return Decision(
@@ -256,5 +273,5 @@ class Engine:
 
     def clear(self) -> None:
         """Forget memoised decisions (after a snapshot reload, the old Origins go)."""
-        for memo in self._memos:
+        for memo in (*self._memos, *self._exempt_memos):
             memo.clear()
