@@ -211,7 +211,12 @@ def test_unknown_keys_pass_or_are_refused(tmp_path: Path, tiny_snapshot_path: Pa
     for store in open_store("sqlite", tmp_path):
         w = World(store, tiny_snapshot_path, tmp_path)
         assert w.get("sk-nobody", US).status_code == 200
+        assert w.get("sk-nobody", CN).status_code == 200  # the notice phase: flagged
         assert w.get(None, US).status_code == 200
+        assert w.accounts.unknown_key_requests == 2
+        assert w.reached == ["US", "CN", "US"]  # passed on with the territory header
+        w.settle()
+        assert [w.store.count_events(o) for o in ("org-a", "org-b", "org-vip")] == [0, 0, 0]
         w.accounts.close()
         strict = World(store, tiny_snapshot_path, tmp_path / "b", unknown_keys="block")
         r = strict.get("sk-nobody", US)

@@ -14,7 +14,7 @@ sent are removed first) and the :class:`~regiongate.enforce.gate.Verdict` in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,12 +113,13 @@ class RegionGate:
         client = scope.get("client")
         headers = scope["headers"]
         accounts = self.accounts
-        if accounts is not None:
-            identity = accounts.identify(headers)
-            if identity is not None:
-                await self._with_account(scope, receive, send, accounts, identity)
+        finish: Callable[[], None] | None = None  # run once the app is done
+        if accounts is not None and (identity := accounts.identify(headers)) is not None:
+            passed = await self._with_account(scope, receive, send, accounts, identity)
+            if passed is None:  # answered already
                 return
-        if self._account_header is None:
+            verdict, receive, finish = passed
+        elif self._account_header is None:
             peer = client[0] if client else None
             # Gate.check's first step, inline (most requests end here: one call less, ~10%
             # of the middleware's cost): a peer whose verdict is remembered and still valid.
@@ -139,8 +140,8 @@ class RegionGate:
         if verdict.decision.action is _BLOCK:
             await self._block(scope, receive, send, verdict)
             return
-        # _forwarded, inline (the path most requests take; keep the two alike), and not a
-        # coroutine of ours in between: the app is awaited from here.
+        # The scope the app sees: our X-Regiongate-* headers (never the client's), and the
+        # verdict. Built here, not in a coroutine of ours: the app is awaited from here.
         for name, _ in headers:
             if name in _OWN_HEADERS:  # the client sent X-Regiongate-* itself
                 forwarded = [h for h in headers if h[0] not in _OWN_HEADERS]
@@ -151,85 +152,51 @@ class RegionGate:
         scope = dict(scope)
         scope["headers"] = forwarded
         scope["regiongate"] = verdict
-        await self.app(scope, receive, send)
+        if finish is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            finish()
 
     async def _with_account(
         self, scope: Scope, receive: Receive, send: Send, accounts: Accounts, identity: Any
-    ) -> None:
-        """An identified request: the organisation's state first, then the policy."""
+    ) -> tuple[Any, Receive, Callable[[], None] | None] | None:
+        """An identified request: the organisation's state first, then the policy. ``None``
+        when the request is answered here (refused); else the verdict, the ``receive`` the app
+        is to read the body with, and what to run once the app is done."""
         client = scope.get("client")
+        headers = scope["headers"]
         org = identity.org
         gate = self.gate
         # The account matters to the decision only through exemptions; without them the
         # per-client memo keeps working.
         exempt = org is not None and org in gate.state.policy.exempt_accounts
         verdict = gate.check(
-            client[0] if client else None, scope["headers"], account=org if exempt else None
+            client[0] if client else None, headers, account=org if exempt else None
         )
         if org is None:
             accounts.unknown_key_requests += 1
             if accounts.block_unknown:
                 await _deny(scope, receive, send, 401, _UNKNOWN_KEY_BODY, verdict.extra_headers)
-                return
-        elif org in accounts.cache.refused:
+                return None
+            return verdict, receive, None  # an unknown key leaves no event
+        if org in accounts.cache.refused:
             accounts.refused_requests += 1
-            accounts.record(identity, verdict, refused=True, headers=scope["headers"])
+            accounts.record(identity, verdict, refused=True, headers=headers)
             body = gate.state.policy.accounts.body()
             await _deny(scope, receive, send, 403, body, verdict.extra_headers)
-            return
-        elif verdict.decision.action is not _BLOCK and accounts.end_user_body:
-            if scope["type"] == "http":
-                await self._recording_body_user(scope, receive, send, accounts, identity, verdict)
-                return
-            accounts.record(identity, verdict, headers=scope["headers"])
-        else:
-            accounts.record(identity, verdict, headers=scope["headers"])
-        if verdict.decision.action is _BLOCK:
-            await self._block(scope, receive, send, verdict)
-            return
-        await self.app(self._forwarded(scope, scope["headers"], verdict), receive, send)
-
-    async def _recording_body_user(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        accounts: Accounts,
-        identity: Any,
-        verdict: Any,
-    ) -> None:
-        """Pass the request on, reading the ``user`` field of its JSON body as it streams by;
-        the event is recorded once the body is complete (or the app is done without it)."""
-        headers = scope["headers"]
-        chunks: list[bytes] = []
-        size = 0
-        recorded = False
-
-        def record() -> None:
-            nonlocal recorded
-            if not recorded:
-                recorded = True
-                user = body_user(b"".join(chunks)) if size <= _BODY_USER_LIMIT else None
-                accounts.record(identity, verdict, headers=headers, user=user)
-
-        async def tee() -> Message:
-            nonlocal size
-            message = await receive()
-            if message["type"] == "http.request":
-                body = message.get("body", b"")
-                if size <= _BODY_USER_LIMIT:
-                    chunks.append(body)
-                size += len(body)
-                if not message.get("more_body", False):
-                    record()
-            else:  # http.disconnect
-                record()
-            return message
-
-        try:
-            await self.app(self._forwarded(scope, headers, verdict), tee, send)
-        finally:
-            record()
+            return None
+        if (
+            verdict.decision.action is not _BLOCK
+            and accounts.end_user_body
+            and scope["type"] == "http"
+        ):
+            tee, record = _body_user_tee(receive, accounts, identity, verdict, headers)
+            return verdict, tee, record
+        accounts.record(identity, verdict, headers=headers)
+        return verdict, receive, None
 
     async def _block(self, scope: Scope, receive: Receive, send: Send, verdict: Any) -> None:
         response = self.gate.state.policy.response
@@ -246,30 +213,6 @@ class RegionGate:
         else:
             await _deny_websocket(scope, receive, send, response.status, response.body())
 
-    @staticmethod
-    def _forwarded(
-        scope: Scope,
-        headers: list[tuple[bytes, bytes]],
-        verdict: Any,
-        own: frozenset[bytes] = _OWN_HEADERS,
-    ) -> Scope:
-        """The scope the app sees: our X-Regiongate-* headers (never the client's), and the
-        verdict. ``__call__`` repeats these lines inline for the path most requests take (the
-        call costs ~5% of the middleware there): a change here is a change there."""
-        # A plain loop: half the cost of own.isdisjoint(map(itemgetter(0), headers)) on the
-        # few headers a request has.
-        for name, _ in headers:
-            if name in own:  # the client sent X-Regiongate-* itself: drop those
-                forwarded = [h for h in headers if h[0] not in own]
-                forwarded += verdict.extra_headers
-                break
-        else:  # any iterable of pairs (ASGI does not promise a list)
-            forwarded = [*headers, *verdict.extra_headers]
-        scope = dict(scope)
-        scope["headers"] = forwarded
-        scope["regiongate"] = verdict
-        return scope
-
 
 class _UserField(msgspec.Struct):
     """Only the ``user`` field of a request body: the decoder skips the rest unbuilt."""
@@ -278,6 +221,40 @@ class _UserField(msgspec.Struct):
 
 
 _USER_DECODER = msgspec.json.Decoder(_UserField)
+
+
+def _body_user_tee(
+    receive: Receive, accounts: Accounts, identity: Any, verdict: Any, headers: Any
+) -> tuple[Receive, Callable[[], None]]:
+    """A ``receive`` that reads the ``user`` field of an OpenAI-style JSON body as it streams
+    by to the app, and the function that records the request's event: called when the body
+    is complete, and once the app is done (without it); it records once."""
+    chunks: list[bytes] = []
+    size = 0
+    recorded = False
+
+    def record() -> None:
+        nonlocal recorded
+        if not recorded:
+            recorded = True
+            user = body_user(b"".join(chunks)) if size <= _BODY_USER_LIMIT else None
+            accounts.record(identity, verdict, headers=headers, user=user)
+
+    async def tee() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            body = message.get("body", b"")
+            if size <= _BODY_USER_LIMIT:
+                chunks.append(body)
+            size += len(body)
+            if not message.get("more_body", False):
+                record()
+        else:  # http.disconnect
+            record()
+        return message
+
+    return tee, record
 
 
 def body_user(body: bytes) -> str | None:
