@@ -31,6 +31,13 @@ def serve_app(app: Any, port: int | None = None, **config: Any) -> Iterator[int]
     cfg = config.pop("uvicorn_config", None) or uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto", **config
     )
+    with run_server(cfg):
+        yield port
+
+
+@contextlib.contextmanager
+def run_server(cfg: uvicorn.Config) -> Iterator[uvicorn.Server]:
+    """Run uvicorn on ``cfg`` in a thread until the block ends; yields the server."""
     server = uvicorn.Server(cfg)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -40,7 +47,7 @@ def serve_app(app: Any, port: int | None = None, **config: Any) -> Iterator[int]
             raise RuntimeError("server did not start")
         time.sleep(0.01)
     try:
-        yield port
+        yield server
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from regiongate.config import Settings
 from regiongate.enforce.asgi import ASGIApp, Receive, Scope, Send
-from regiongate.enforce.gate import Gate, Verdict
+from regiongate.enforce.gate import Gate
 from regiongate.enforce.metrics import registry_for, render
 from regiongate.enforce.middleware import RegionGate
 from regiongate.enforce.proxy import ReverseProxy
@@ -27,6 +28,7 @@ __all__ = ["GatewayApp"]
 log = logging.getLogger("regiongate.gateway")
 
 _BLOCK = Action.BLOCK
+_NO_CONTENT_LENGTH: Final = (b"content-length", b"0")
 
 ADMIN_MOUNT = "/admin/api"
 
@@ -52,6 +54,7 @@ class GatewayApp:
         # Envoy's HTTP ext_authz allows only on 200 (nginx auth_request takes any 2xx): point
         # Envoy's path_prefix here and allowed requests get 200, blocked ones the same 403.
         self.envoy_path = self.decision_path + "/envoy"
+        self._decision_prefix = self.decision_path + "/"
         self.proxy: ReverseProxy | None = None
         s = settings.server
         if s.upstream:
@@ -82,21 +85,17 @@ class GatewayApp:
             return
         if kind == "http":
             path: str = scope["path"]
-            if path == self.decision_path or path.startswith(self.decision_path + "/"):
-                # The decision endpoint (nginx auth_request): the hot path, inline here.
-                headers = scope["headers"]
-                if self._read_key is not None and self._read_key(headers) is not None:
+            if path == self.decision_path or path.startswith(self._decision_prefix):
+                # The decision endpoint (nginx auth_request): the hot path. Under `serve`, most
+                # of its requests are answered before they become ASGI requests at all
+                # (enforce/inline.py); this is the same answer for the rest.
+                answer = self.decide_now(path, scope["headers"], scope.get("client"))
+                if answer is None:  # it names an account: the middleware's checks
                     await self._decide_with_account(scope, _no_body, send)
                     return
-                client = scope.get("client")
-                verdict = self.gate.check(client[0] if client else None, headers)
-                if verdict.decision.action is _BLOCK:
-                    await self._send_blocked(send, verdict)
-                    return
-                status = 204 if path == self.decision_path else self._status(path)
-                await send({"type": "http.response.start", "status": status,
-                            "headers": verdict.extra_headers})  # fmt: skip
-                await send({"type": "http.response.body", "body": b""})
+                status, headers, body = answer
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
                 return
             if path == ADMIN_MOUNT or path.startswith(ADMIN_MOUNT + "/"):
                 await self._admin(scope, receive, send)
@@ -114,21 +113,35 @@ class GatewayApp:
 
     # --- endpoints ------------------------------------------------------------------------------
 
-    def _status(self, path: str) -> int:
-        """An allowed decision's status under ``path``: 204 for nginx ``auth_request``; 200
-        under ``<decision_path>/envoy`` for Envoy ext_authz (HTTP), which denies on anything
-        else."""
-        envoy = path == self.envoy_path or path.startswith(self.envoy_path + "/")
-        return 200 if envoy else 204
+    def is_decision_path(self, path: str) -> bool:
+        return path == self.decision_path or path.startswith(self._decision_prefix)
 
-    async def _send_blocked(self, send: Send, verdict: Verdict) -> None:
-        # The policy's response, serialised once per policy (not per request).
-        status, start, body = self.gated._blocked(self.gate.state.policy.response)
-        await send(
-            {"type": "http.response.start", "status": status,
-             "headers": [*start, *verdict.extra_headers]}
-        )  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+    def decide_now(
+        self, path: str, headers: Sequence[tuple[bytes, bytes]], client: tuple[str, int] | None
+    ) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None:
+        """The decision endpoint's answer to a request for ``path`` (a decision path) with
+        ``headers`` from ``client``: status, headers and body, decided now. ``None`` for a
+        request that names an account: its checks (and events) are the middleware's."""
+        if self._read_key is not None and self._read_key(headers) is not None:
+            return None
+        verdict = self.gate.check(client[0] if client else None, headers)
+        if verdict.decision.action is _BLOCK:
+            # The policy's response, serialised once per policy (not per request).
+            status, start, body = self.gated._blocked(self.gate.state.policy.response)
+            return status, [*start, *verdict.extra_headers], body
+        if path == self.decision_path:
+            return 204, verdict.extra_headers, b""
+        return self._allowed_status(path, verdict.extra_headers)
+
+    def _allowed_status(
+        self, path: str, headers: Sequence[tuple[bytes, bytes]]
+    ) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes]:
+        """An allowed decision under ``path``: 204 for nginx ``auth_request``; 200 (with an
+        empty body's length, so it needs no chunked framing) under ``<decision_path>/envoy``
+        for Envoy ext_authz (HTTP), which denies on anything else."""
+        if path == self.envoy_path or path.startswith(self.envoy_path + "/"):
+            return 200, [*headers, _NO_CONTENT_LENGTH], b""
+        return 204, headers, b""
 
     async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The admin API: never gated or proxied; only from loopback and trusted networks
@@ -141,10 +154,9 @@ class GatewayApp:
         await self.admin({**scope, "root_path": root}, receive, send)
 
     async def _allow(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = scope["regiongate"].headers()
-        await send({"type": "http.response.start", "status": self._status(scope["path"]),
-                    "headers": headers})  # fmt: skip
-        await send({"type": "http.response.body", "body": b""})
+        status, headers, body = self._allowed_status(scope["path"], scope["regiongate"].headers())
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _trusted_peer(self, scope: Scope) -> bool:
         client = scope.get("client")

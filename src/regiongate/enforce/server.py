@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from typing import Any
 
 import uvicorn
 
@@ -85,12 +86,20 @@ def uvicorn_config(
     app: GatewayApp, settings: Settings, *, log_level: str = "info"
 ) -> uvicorn.Config:
     host, port = split_listen(settings.server.listen)
+    if importlib.util.find_spec("httptools"):
+        from regiongate.enforce.inline import inline_protocol
+
+        http: Any = inline_protocol(app)
+    else:
+        http = "h11"
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # The decision endpoint's requests are answered in uvicorn's httptools protocol, before
+        # they become ASGI requests (enforce/inline.py); under h11 they are ASGI requests.
+        http=http,
         lifespan="on",
         # regiongate resolves the client itself, with its own trust rules: uvicorn must not
         # rewrite the peer address from forwarding headers first.

@@ -1,0 +1,133 @@
+"""The decision endpoint answered inside uvicorn's HTTP protocol, before a request becomes an
+ASGI request.
+
+An nginx ``auth_request`` or Envoy ext_authz request is small and fixed in shape: headers, no
+body, an answer of a status line and two or three headers that the gateway decides in about a
+microsecond. Made into an ASGI request it costs uvicorn far more than that: a scope, a task on
+the event loop, a request-response cycle, two ``send()`` calls, and two regular expressions per
+response header. :class:`InlineDecisions` is uvicorn's own httptools protocol that, when the
+parser has read a request's headers, answers a decision request at once with the gateway's
+own answer (:meth:`GatewayApp.decide_now`, the same one the ASGI path sends) and lets every
+other request go on as uvicorn would.
+
+A request is answered inline only when nothing about it needs the ASGI machinery: no request
+of the same connection still in progress (pipelined requests stay in order), no body
+(``Content-Length: 0`` or none, not chunked), no ``Expect: 100-continue``, no upgrade, a
+client that reads what it is sent (the transport is not paused), no account key (its checks and
+events are the middleware's), and a server with no access log, no concurrency limit and no
+root path. Everything else, including a request whose URL or decision fails, takes uvicorn's
+path unchanged. Keep-alive, ``HTTP/1.0``, ``Connection: close``, ``HEAD`` and the keep-alive
+timer are handled as uvicorn's request cycle handles them (tests compare the two answers).
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from regiongate.enforce.app import GatewayApp
+
+__all__ = ["InlineDecisions", "inline_protocol"]
+
+log = logging.getLogger("regiongate.gateway")
+
+
+class InlineDecisions(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering the gateway's decision requests inline."""
+
+    gateway: GatewayApp
+    _decision_url: bytes  # the decision path as a request target starts with it
+    _inline = False  # the current request was answered inline: its parser events are done
+
+    def on_message_begin(self) -> None:
+        self._inline = False
+        # A request has begun: the connection is not idle. An inline answer arms the keep-alive
+        # timer, and a request after it in the same read must not be cut off by that timer
+        # (uvicorn itself never completes a response while it parses a read).
+        self._unset_keepalive_if_required()
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        if self.url.startswith(self._decision_url) and self._answer_inline():
+            self._inline = True
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._inline:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._inline:
+            super().on_message_complete()
+
+    def _answer_inline(self) -> bool:
+        """Answer the request now if it is a decision request that can be: see the module."""
+        cycle = self.cycle
+        if (
+            (cycle is not None and not cycle.response_complete)
+            or self.flow.write_paused
+            or self.expect_100_continue
+            or self.access_log
+            or self.limit_concurrency is not None
+            or self.root_path
+            or self.parser.should_upgrade()
+        ):
+            return False
+        headers = self.headers
+        for name, value in headers:
+            if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+                return False
+        gateway = self.gateway
+        url = self.url
+        if url == self._decision_url:  # nginx's auth_request asks for the path itself
+            path = gateway.decision_path
+        else:  # the path as uvicorn reads it for the scope
+            try:
+                path = httptools.parse_url(url).path.decode("ascii")
+            except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+                return False  # uvicorn's path gives its own answer
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            if not gateway.is_decision_path(path):
+                return False
+        try:
+            answer = gateway.decide_now(path, headers, self.client)
+        except Exception:  # uvicorn's path runs it again, logs it and answers 500
+            log.exception("inline decision failed; answering through the ASGI app")
+            return False
+        if answer is None:  # an account's request: the middleware's
+            return False
+        status, extra, body = answer
+        parser = self.parser
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        out = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        for name, value in extra:
+            out += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        if body and parser.get_method() != b"HEAD":
+            out.append(body)
+        transport = self.transport
+        transport.write(b"".join(out))
+        if not keep_alive:
+            transport.close()
+        self.on_response_complete()  # counts it, arms the keep-alive timer, reads on
+        return True
+
+
+def inline_protocol(app: GatewayApp) -> type[InlineDecisions]:
+    """uvicorn's ``http`` protocol class for ``app`` (``uvicorn.Config(http=...)``)."""
+    attrs: dict[str, Any] = {
+        "gateway": app,
+        "_decision_url": urllib.parse.quote(app.decision_path).encode("ascii"),
+    }
+    return type("InlineDecisionsFor", (InlineDecisions,), attrs)

@@ -1,0 +1,194 @@
+"""The decision endpoint answered inside uvicorn's protocol (enforce/inline.py), against the
+same gateway answering through ASGI: byte for byte the same answers, in the same order, on
+the same connections; only what can be answered inline is."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regiongate.enforce.app import GatewayApp
+from regiongate.enforce.gate import Gate
+from regiongate.enforce.inline import InlineDecisions
+from regiongate.enforce.server import uvicorn_config
+from tests.enforce.servers import free_port, gateway_settings, run_server, serve_app
+from tests.enforce.upstreams import Control, controlled_upstream
+
+US, CN = "3.0.0.1", "4.0.0.1"
+DECIDE = "/_regiongate/decide"
+
+
+class Counting:
+    """The gateway app, counting the HTTP requests that reach it as ASGI requests."""
+
+    def __init__(self, app: GatewayApp) -> None:
+        self.app = app
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+@contextlib.contextmanager
+def gateway(
+    snapshot: Path, *, inline: bool, upstream: str | None = None, **config: Any
+) -> Iterator[tuple[int, Counting, Any]]:
+    """The gateway under `serve`'s uvicorn configuration; ``inline=False``: uvicorn's own
+    httptools protocol (every request an ASGI request). Yields (port, counter, server)."""
+    port = free_port()
+    settings = gateway_settings(snapshot, port, upstream)
+    app = GatewayApp(settings, Gate.from_settings(settings))
+    cfg = uvicorn_config(app, settings, log_level="warning")
+    assert isinstance(cfg.http, type) and issubclass(cfg.http, InlineDecisions)
+    if not inline:
+        cfg.http = "httptools"
+    counter = cfg.app = Counting(app)
+    for key, value in config.items():
+        setattr(cfg, key, value)
+    with run_server(cfg) as server:
+        yield port, counter, server
+
+
+def request(path: str, client: str | None = US, *lines: str, method: str = "GET") -> bytes:
+    head = [f"{method} {path} HTTP/1.1", "Host: gw"]
+    if client:
+        head.append(f"X-Forwarded-For: {client}")
+    return ("\r\n".join([*head, *lines]) + "\r\n\r\n").encode()
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` in one write; everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def without_date(raw: bytes) -> bytes:
+    return b"".join(line for line in raw.splitlines(True) if not line.startswith(b"date: "))
+
+
+CLOSE = "Connection: close"
+# (the requests, sent in one write; the ASGI requests the inline server should see)
+CASES: dict[str, tuple[bytes, list[str]]] = {
+    "decisions in a row": (
+        request(DECIDE, US)
+        + request(DECIDE, CN)
+        + request(DECIDE, "10.9.9.9, 203.0.113.7, 127.0.0.1, " + CN)  # a chain
+        + request(DECIDE, "not-an-address")
+        + request(DECIDE, None)  # loopback's own: the peer itself
+        + request(DECIDE + "/v1/chat/completions?stream=true", US)
+        + request(DECIDE + "/envoy/v1/chat/completions", US, method="POST")
+        + request(DECIDE + "/envoy/v1/chat/completions", CN, method="POST")
+        + request("/_regiongate/%64ecide", CN)  # decoded, the decision path: through ASGI
+        + request(DECIDE, US, CLOSE),  # pipelined behind it: through ASGI too
+        [DECIDE, DECIDE],
+    ),
+    "HEAD": (request(DECIDE, CN, method="HEAD") + request(DECIDE, US, CLOSE, method="HEAD"), []),
+    "HTTP/1.0 closes": (request(DECIDE, CN).replace(b"HTTP/1.1", b"HTTP/1.0"), []),
+    "nothing after Connection: close": (request(DECIDE, CN, CLOSE) + request(DECIDE, US), []),
+    "a body goes through ASGI, in order": (
+        request(DECIDE, CN)
+        + request(DECIDE, US, "Content-Length: 2")
+        + b"{}"
+        + request(DECIDE, CN)
+        + request(DECIDE, US, "Transfer-Encoding: chunked")
+        + b"0\r\n\r\n"
+        + request(DECIDE, US, "Content-Length: 0", CLOSE),
+        # all but the first: the requests behind one with a body are pipelined behind it (the
+        # write is read at once: loopback delivers a small write whole)
+        [DECIDE] * 4,
+    ),
+    "other paths are ASGI requests": (
+        request("/healthz") + request(DECIDE, CN) + request("/_regiongate/decidex", US, CLOSE),
+        ["/healthz", DECIDE, "/_regiongate/decidex"],
+    ),
+    "Expect: 100-continue": (
+        request(DECIDE, US, "Expect: 100-continue", "Content-Length: 0", CLOSE),
+        [DECIDE],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_inline_answers_equal_the_asgi_answers(tiny_snapshot_path: Path, case: str) -> None:
+    data, asgi_paths = CASES[case]
+    with gateway(tiny_snapshot_path, inline=False) as (port, counter, server):
+        reference = exchange(port, data)
+        assert counter.paths  # the reference server answers every request through ASGI
+        served = server.server_state.total_requests
+    with gateway(tiny_snapshot_path, inline=True) as (port, counter, server):
+        answered = exchange(port, data)
+        assert counter.paths == asgi_paths
+        assert server.server_state.total_requests == served  # none answered that was not
+    assert without_date(answered) == without_date(reference)
+    assert answered.count(b"HTTP/1.") == reference.count(b"HTTP/1.") > 0
+
+
+def test_inline_answers_are_the_contract(tiny_snapshot_path: Path) -> None:
+    """What nginx and Envoy read: 204 or 403 with the JSON body, the X-Regiongate-* headers on
+    both, 200 with an empty body under /envoy; HEAD gets no body; keep-alive holds."""
+    data = (
+        request(DECIDE, US)
+        + request(DECIDE, CN)
+        + request(DECIDE, CN, method="HEAD")
+        + request(DECIDE + "/envoy/x", US, CLOSE)
+    )
+    with gateway(tiny_snapshot_path, inline=True) as (port, counter, _):
+        raw = exchange(port, data)
+        assert counter.paths == []
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    assert [a.split(b" ", 1)[0] for a in answers] == [b"204", b"403", b"403", b"200"]
+    assert b"x-regiongate-territory: US\r\nx-regiongate-decision: allow\r\n\r\n" in answers[0]
+    assert b"x-regiongate-decision: block" in answers[1]
+    assert answers[1].endswith(b'"code":"unsupported_country_region_territory"}}')
+    assert b"content-length: 153\r\n" in answers[2] and answers[2].endswith(b"block\r\n\r\n")
+    assert answers[3].endswith(b"content-length: 0\r\nconnection: close\r\n\r\n")
+
+
+def test_inline_decisions_are_counted(tiny_snapshot_path: Path) -> None:
+    with gateway(tiny_snapshot_path, inline=True) as (port, counter, server):
+        exchange(port, request(DECIDE, CN) + request(DECIDE, US, CLOSE))
+        metrics = exchange(port, request("/metrics", None, CLOSE)).decode()
+        assert server.server_state.total_requests == 3
+    assert counter.paths == ["/metrics"]
+    blocked = [line for line in metrics.splitlines() if 'territory="CN"' in line]
+    assert any(line.startswith("regiongate_decisions_total") for line in blocked), metrics
+
+
+def test_a_request_behind_an_inline_answer_keeps_its_connection(tiny_snapshot_path: Path) -> None:
+    """An inline answer arms the keep-alive timer; a request read with it (here a stream the
+    upstream holds open) must disarm it, or the connection is cut mid-response."""
+    control = Control()
+    with (
+        serve_app(controlled_upstream(control)) as up,
+        gateway(tiny_snapshot_path, inline=True, upstream=f"http://127.0.0.1:{up}") as (
+            port,
+            counter,
+            server,
+        ),
+        socket.create_connection(("127.0.0.1", port), timeout=20) as s,
+    ):
+        s.sendall(request(DECIDE, US) + request("/gated/stream", US, CLOSE))
+        seen = b""
+        while b'data: {"n": 1}' not in seen:
+            chunk = s.recv(65536)
+            assert chunk, seen
+            seen += chunk
+        # The stream is under way, its upstream waiting on the test: the connection is busy.
+        (protocol,) = server.server_state.connections
+        assert protocol.timeout_keep_alive_task is None
+        control.first_chunk_seen.set()
+        while chunk := s.recv(65536):
+            seen += chunk
+    assert seen.startswith(b"HTTP/1.1 204 ") and seen.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    assert counter.paths == ["/gated/stream"]
