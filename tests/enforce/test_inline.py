@@ -192,3 +192,24 @@ def test_a_request_behind_an_inline_answer_keeps_its_connection(tiny_snapshot_pa
             seen += chunk
     assert seen.startswith(b"HTTP/1.1 204 ") and seen.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
     assert counter.paths == ["/gated/stream"]
+
+
+def test_a_uvicorn_without_what_the_inline_answers_read_answers_through_asgi(
+    tiny_snapshot_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn's protocol internals are not its API: should a version rename one the inline
+    answers read, the gateway says so once and answers every request the ASGI way."""
+    from regiongate.enforce import inline
+
+    monkeypatch.setattr(inline, "_NEEDED", (*inline._NEEDED, "renamed_in_a_later_uvicorn"))
+    data = request(DECIDE, CN) + request(DECIDE, US, CLOSE)
+    with gateway(tiny_snapshot_path, inline=True) as (port, counter, _):
+        answered = exchange(port, data)
+        answered_again = exchange(port, data)
+    assert counter.paths == [DECIDE] * 4
+    assert answered.startswith(b"HTTP/1.1 403 ") and b"HTTP/1.1 204 " in answered
+    assert without_date(answered) == without_date(answered_again)
+    logged = [
+        r.getMessage() for r in caplog.records if "renamed_in_a_later_uvicorn" in r.getMessage()
+    ]
+    assert len(logged) == 1 and "answered as ASGI requests" in logged[0]

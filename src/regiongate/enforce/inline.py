@@ -18,15 +18,20 @@ events are the middleware's), and a server with no access log, no concurrency li
 root path. Everything else, including a request whose URL or decision fails, takes uvicorn's
 path unchanged. Keep-alive, ``HTTP/1.0``, ``Connection: close``, ``HEAD`` and the keep-alive
 timer are handled as uvicorn's request cycle handles them (tests compare the two answers).
+
+What it reads of uvicorn's protocol are internals, not an API: they are checked on the first
+connection, and a uvicorn without them answers every request the ASGI way and logs why.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 if TYPE_CHECKING:
@@ -37,23 +42,37 @@ __all__ = ["InlineDecisions", "inline_protocol"]
 log = logging.getLogger("regiongate.gateway")
 
 
+# What the inline answer reads of uvicorn's protocol (its internals, not its API): checked once,
+# on the first connection; a uvicorn without them gets its own protocol's answers, and a log line.
+_NEEDED: Final = ("parser", "flow", "cycle", "expect_100_continue", "access_log",
+                  "limit_concurrency", "root_path", "server_state", "transport", "client", "url",
+                  "headers", "on_response_complete", "_unset_keepalive_if_required")  # fmt: skip
+
+
 class InlineDecisions(HttpToolsProtocol):
     """uvicorn's httptools protocol, answering the gateway's decision requests inline."""
 
     gateway: GatewayApp
     _decision_url: bytes  # the decision path as a request target starts with it
+    _fits: bool | None = None  # this uvicorn has what the inline answers read (None: unknown)
     _inline = False  # the current request was answered inline: its parser events are done
 
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self._fits is None:
+            type(self)._fits = _fits_uvicorn(self)
+
     def on_message_begin(self) -> None:
-        self._inline = False
-        # A request has begun: the connection is not idle. An inline answer arms the keep-alive
-        # timer, and a request after it in the same read must not be cut off by that timer
-        # (uvicorn itself never completes a response while it parses a read).
-        self._unset_keepalive_if_required()
+        if self._fits:
+            self._inline = False
+            # A request has begun: the connection is not idle. An inline answer arms the
+            # keep-alive timer, and a request after it in the same read must not be cut off by
+            # that timer (uvicorn itself never completes a response while it parses a read).
+            self._unset_keepalive_if_required()
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        if self.url.startswith(self._decision_url) and self._answer_inline():
+        if self._fits and self.url.startswith(self._decision_url) and self._answer_inline():
             self._inline = True
             return
         super().on_headers_complete()
@@ -122,6 +141,24 @@ class InlineDecisions(HttpToolsProtocol):
             transport.close()
         self.on_response_complete()  # counts it, arms the keep-alive timer, reads on
         return True
+
+
+def _fits_uvicorn(protocol: HttpToolsProtocol) -> bool:
+    """Whether uvicorn's protocol has what the inline answers read, as a request sets it up."""
+    HttpToolsProtocol.on_message_begin(protocol)  # what the start of a request makes
+    missing = [name for name in _NEEDED if not hasattr(protocol, name)]
+    missing += [f"flow.{name}" for name in ("write_paused",)
+                if not hasattr(getattr(protocol, "flow", None), name)]  # fmt: skip
+    missing += [f"server_state.{name}" for name in ("default_headers",)
+                if not hasattr(getattr(protocol, "server_state", None), name)]  # fmt: skip
+    if missing:
+        log.error(
+            "uvicorn %s's HTTP protocol has no %s: decision requests are answered as ASGI "
+            "requests (slower, the same answers)",
+            uvicorn.__version__,
+            ", ".join(missing),
+        )
+    return not missing
 
 
 def inline_protocol(app: GatewayApp) -> type[InlineDecisions]:
