@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -85,6 +86,48 @@ def test_event_text_survives_round_trip(store: Store) -> None:
     assert store.add_events([odd]) == 1
     assert store.add_events([odd]) == 0
     assert store.strike_events("org\\a\tb", 0) == (1, ["ev\\x\tq"])
+
+
+@pytest.mark.parametrize("json_functions", [True, False])
+def test_sqlite_events_round_trip_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_functions: bool
+) -> None:
+    """SQLite takes a batch as one JSON array (json_each) where it has its JSON functions, and
+    through executemany where it has not: either way every field comes back as it went in,
+    times to the last bit."""
+    from regiongate.accounts.store import sql
+
+    if not json_functions:  # an SQLite built without them
+        monkeypatch.setattr(sql, "_SQLITE_JSON_PROBE", "SELECT no_such_function()")
+    store = store_from_url(f"sqlite:///{tmp_path}/events.db")  # the schema made
+    assert isinstance(store, sql.SQLStore)
+    rng = random.Random(7)
+    batch = [
+        Event(
+            f"ev-{i}",
+            "org-\u00e9\u4e2d",
+            "kid-\U0001f600",
+            rng.uniform(0, 2e9) + rng.random(),
+            None if i % 3 else "UA-43",
+            "tor,vpn" if i % 2 else "",
+            "block",
+            "tor",
+            bool(i % 2),
+            'user="x";lang=zh' * (i % 2),
+        )
+        for i in range(2000)
+    ]
+    batch.append(Event("ev-tiny", "org-a", "k", 5e-324, "CN", "", "allow", "", False))
+    assert store.add_events(batch) == len(batch)
+    assert store.add_events(batch) == 0  # a replay
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT id, org, key_id, at, territory, flags, action, rule, strike, detail "
+            "FROM rg_events ORDER BY rowid"
+        ).fetchall()
+    assert [Event(*r[:8], bool(r[8]), r[9]) for r in rows] == batch
+    assert store._sqlite_json is json_functions
+    store.close()
 
 
 def test_strike_window(store: Store) -> None:
