@@ -85,7 +85,7 @@ class GatewayApp:
             return
         if kind == "http":
             path: str = scope["path"]
-            if path == self.decision_path or path.startswith(self._decision_prefix):
+            if self.is_decision_path(path):
                 # The decision endpoint (nginx auth_request): the hot path. Under `serve`, most
                 # of its requests are answered before they become ASGI requests at all
                 # (enforce/inline.py); this is the same answer for the rest.
