@@ -213,3 +213,115 @@ def test_a_uvicorn_without_what_the_inline_answers_read_answers_through_asgi(
         r.getMessage() for r in caplog.records if "renamed_in_a_later_uvicorn" in r.getMessage()
     ]
     assert len(logged) == 1 and "answered as ASGI requests" in logged[0]
+
+
+@contextlib.contextmanager
+def keyed_gateway(
+    snapshot: Path, tmp: Path, *, inline: bool, unknown_keys: str = "allow"
+) -> Iterator[tuple[int, Counting, Any]]:
+    """The gateway with accounts on a SQLite store: org-a (key sk-a) in good standing, org-s
+    (key sk-s) suspended. Yields (port, counter, store)."""
+    from regiongate.accounts.model import Key, State
+    from regiongate.accounts.service import Accounts
+    from regiongate.accounts.store import store_from_url
+    from regiongate.config import AccountsSettings
+
+    store = store_from_url(f"sqlite:///{tmp}/accounts.db")
+    port = free_port()
+    settings = gateway_settings(snapshot, port, None)
+    gate = Gate.from_settings(settings)
+    accounts = Accounts(
+        store,
+        AccountsSettings(spool_dir=str(tmp / "spool"), unknown_keys=unknown_keys),
+        lambda: gate.state.policy,
+        secret=b"s" * 32,
+    )
+    for org, key in (("org-a", "sk-a"), ("org-s", "sk-s")):
+        store.upsert_org(org, actor="test")
+        store.add_key(Key(accounts.hasher.key_id(key), org), actor="test")
+    store.transition("org-s", State.SUSPENDED, actor="test", reason="test")
+    app = GatewayApp(settings, gate, accounts=accounts)
+    cfg = uvicorn_config(app, settings, log_level="warning")
+    if not inline:
+        cfg.http = "httptools"
+    counter = cfg.app = Counting(app)
+    with run_server(cfg):  # the lifespan starts the accounts (and closes them)
+        accounts.cache.refresh()
+        yield port, counter, store
+        assert accounts.sink.flush(20)
+    store.close()
+
+
+def keyed(key: str | None, client: str, *lines: str) -> bytes:
+    auth = (f"Authorization: Bearer {key}",) if key else ()
+    return request(DECIDE, client, *auth, *lines)
+
+
+@pytest.mark.parametrize("unknown_keys", ["allow", "block"])
+def test_keyed_decisions_inline_equal_the_asgi_ones(
+    tiny_snapshot_path: Path, tmp_path: Path, unknown_keys: str
+) -> None:
+    """A request with an API key to the decision endpoint: the account checks first (a
+    suspended organisation's 403, an unknown key's 401 when they are blocked), its event on
+    record; the same answers and the same events inline as through ASGI."""
+    data = (
+        keyed("sk-a", US)
+        + keyed("sk-a", CN)
+        + keyed("sk-s", US)
+        + keyed("sk-nobody", US)
+        + keyed(None, CN)
+        + keyed("sk-a", US, CLOSE)
+    )
+    answers, events = [], []
+    for inline in (False, True):
+        tmp = tmp_path / str(inline)
+        tmp.mkdir()
+        with keyed_gateway(tiny_snapshot_path, tmp, inline=inline, unknown_keys=unknown_keys) as (
+            port,
+            counter,
+            store,
+        ):
+            answers.append(without_date(exchange(port, data)))
+            assert bool(counter.paths) is not inline  # inline: none reach the ASGI app
+        rows = store._run(  # type: ignore[attr-defined]
+            lambda c: c.exec_driver_sql(
+                "SELECT org, territory, action FROM rg_events ORDER BY at, rowid"
+            ).fetchall()
+        )
+        events.append([tuple(r) for r in rows])
+    assert answers[0] == answers[1]
+    statuses = [a.split(b" ", 1)[0] for a in answers[1].split(b"HTTP/1.1 ")[1:]]
+    unknown = b"401" if unknown_keys == "block" else b"204"
+    assert statuses == [b"204", b"403", b"403", unknown, b"403", b"204"]
+    assert b'"code":"account_deactivated"' in answers[1]
+    assert (
+        events[0]
+        == events[1]
+        == [
+            ("org-a", "US", "allow"),
+            ("org-a", "CN", "block"),
+            ("org-s", "US", "refused"),
+            ("org-a", "US", "allow"),
+        ]
+    )
+
+
+def test_a_decision_that_raises_is_answered_as_uvicorn_answers_an_app_that_raised(
+    tiny_snapshot_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logged, 500, connection closed; inline it is not run a second time through ASGI."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the gate")
+
+    monkeypatch.setattr(Gate, "check", broken)
+    data = request(DECIDE, US) + request(DECIDE, CN)  # the second: after the close, unanswered
+    answers = []
+    for inline in (False, True):
+        with gateway(tiny_snapshot_path, inline=inline) as (port, counter, _):
+            answers.append(without_date(exchange(port, data)))
+            assert counter.paths == ([] if inline else [DECIDE])
+    assert answers[0] == answers[1]
+    assert answers[1].startswith(b"HTTP/1.1 500 ") and answers[1].count(b"HTTP/1.1") == 1
+    assert answers[1].endswith(b"connection: close\r\n\r\nInternal Server Error")
+    assert any("a bug in the gate" in (r.exc_text or "") for r in caplog.records)

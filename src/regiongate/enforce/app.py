@@ -16,7 +16,7 @@ from regiongate.enforce.gate import Gate
 from regiongate.enforce.metrics import registry_for, render
 from regiongate.enforce.middleware import RegionGate
 from regiongate.enforce.proxy import ReverseProxy
-from regiongate.enforce.responses import error_body, send_json, send_plain
+from regiongate.enforce.responses import error_body, json_response, send_json, send_plain
 from regiongate.errors import RegiongateError
 from regiongate.policy import Action
 
@@ -66,10 +66,6 @@ class GatewayApp:
                 on_error=self._count_upstream_error,
             )
         self.gated = RegionGate(self.proxy or _no_upstream, gate=gate, accounts=accounts)
-        # The decision endpoint for identified requests: the same middleware in front of an
-        # app that answers "allow" (the account checks and events live in the middleware).
-        self._decide_with_account = RegionGate(self._allow, gate=gate, accounts=accounts)
-        self._read_key = accounts.reader.read if accounts is not None else None
         self.registry = registry_for(gate, accounts)
         self._watch_interval = watch_interval
         self._watcher: asyncio.Task[None] | None = None
@@ -89,11 +85,7 @@ class GatewayApp:
                 # The decision endpoint (nginx auth_request): the hot path. Under `serve`, most
                 # of its requests are answered before they become ASGI requests at all
                 # (enforce/inline.py); this is the same answer for the rest.
-                answer = self.decide_now(path, scope["headers"], scope.get("client"))
-                if answer is None:  # it names an account: the middleware's checks
-                    await self._decide_with_account(scope, _no_body, send)
-                    return
-                status, headers, body = answer
+                status, headers, body = self.decide_now(path, scope["headers"], scope.get("client"))
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
@@ -118,13 +110,20 @@ class GatewayApp:
 
     def decide_now(
         self, path: str, headers: Sequence[tuple[bytes, bytes]], client: tuple[str, int] | None
-    ) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None:
+    ) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes]:
         """The decision endpoint's answer to a request for ``path`` (a decision path) with
-        ``headers`` from ``client``: status, headers and body, decided now. ``None`` for a
-        request that names an account: its checks (and events) are the middleware's."""
-        if self._read_key is not None and self._read_key(headers) is not None:
-            return None
-        verdict = self.gate.check(client[0] if client else None, headers)
+        ``headers`` from ``client``: status, headers and body, decided now. A request with an
+        API key meets the account checks first, as through the middleware (its event is
+        recorded; a suspended organisation's or an unknown key's denial is the answer)."""
+        accounts = self.accounts
+        if accounts is not None and (identity := accounts.identify(headers)) is not None:
+            verdict, denial = self.gated.account_verdict(headers, client, accounts, identity)
+            if denial is not None:
+                return json_response(*denial, verdict.extra_headers)
+            if identity.org is not None:  # an unknown key leaves no event
+                accounts.record(identity, verdict, headers=headers)
+        else:
+            verdict = self.gate.check(client[0] if client else None, headers)
         if verdict.decision.action is _BLOCK:
             # The policy's response, serialised once per policy (not per request).
             status, start, body = self.gated._blocked(self.gate.state.policy.response)
@@ -152,11 +151,6 @@ class GatewayApp:
             return
         root = scope.get("root_path", "") + ADMIN_MOUNT
         await self.admin({**scope, "root_path": root}, receive, send)
-
-    async def _allow(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, headers, body = self._allowed_status(scope["path"], scope["regiongate"].headers())
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
     def _trusted_peer(self, scope: Scope) -> bool:
         client = scope.get("client")
@@ -248,7 +242,3 @@ async def _no_upstream(scope: Scope, receive: Receive, send: Send) -> None:
     elif scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.close", "code": 1011})
-
-
-async def _no_body() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}

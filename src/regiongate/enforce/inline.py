@@ -13,11 +13,13 @@ other request go on as uvicorn would.
 A request is answered inline only when nothing about it needs the ASGI machinery: no request
 of the same connection still in progress (pipelined requests stay in order), no body
 (``Content-Length: 0`` or none, not chunked), no ``Expect: 100-continue``, no upgrade, a
-client that reads what it is sent (the transport is not paused), no account key (its checks and
-events are the middleware's), and a server with no access log, no concurrency limit and no
-root path. Everything else, including a request whose URL or decision fails, takes uvicorn's
-path unchanged. Keep-alive, ``HTTP/1.0``, ``Connection: close``, ``HEAD`` and the keep-alive
-timer are handled as uvicorn's request cycle handles them (tests compare the two answers).
+client that reads what it is sent (the transport is not paused), and a server with no access
+log, no concurrency limit and no root path. A request with an API key meets the account checks
+here too (its event recorded, a refusal answered), as it would through ASGI. Everything else,
+including a request whose URL uvicorn's parser refuses, takes uvicorn's path unchanged.
+Keep-alive, ``HTTP/1.0``, ``Connection: close``, ``HEAD``, the keep-alive timer and a decision
+that raises (logged, 500, connection closed) are handled as uvicorn's request cycle handles
+them (tests compare the two answers).
 
 What it reads of uvicorn's protocol are internals, not an API: they are checked on the first
 connection, and a uvicorn without them answers every request the ASGI way and logs why.
@@ -47,6 +49,10 @@ log = logging.getLogger("regiongate.gateway")
 _NEEDED: Final = ("parser", "flow", "cycle", "expect_100_continue", "access_log",
                   "limit_concurrency", "root_path", "server_state", "transport", "client", "url",
                   "headers", "on_response_complete", "_unset_keepalive_if_required")  # fmt: skip
+
+
+_ERROR_HEADERS: Final = ((b"content-type", b"text/plain; charset=utf-8"),
+                         (b"content-length", b"21"))  # fmt: skip
 
 
 class InlineDecisions(HttpToolsProtocol):
@@ -115,16 +121,17 @@ class InlineDecisions(HttpToolsProtocol):
                 path = urllib.parse.unquote(path)
             if not gateway.is_decision_path(path):
                 return False
-        try:
-            answer = gateway.decide_now(path, headers, self.client)
-        except Exception:  # uvicorn's path runs it again, logs it and answers 500
-            log.exception("inline decision failed; answering through the ASGI app")
-            return False
-        if answer is None:  # an account's request: the middleware's
-            return False
-        status, extra, body = answer
         parser = self.parser
-        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        try:
+            status, extra, body = gateway.decide_now(path, headers, self.client)
+        except Exception:
+            # As uvicorn answers an ASGI app that raised: logged, 500, connection closed. Not
+            # run again through ASGI: what it did before it raised (an event) stays done once.
+            log.exception("Exception in the decision endpoint")
+            status, extra, body = 500, _ERROR_HEADERS, b"Internal Server Error"
+            keep_alive = False
+        else:
+            keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
         out = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             out += (name, b": ", value, b"\r\n")

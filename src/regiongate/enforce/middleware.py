@@ -160,14 +160,13 @@ class RegionGate:
         finally:
             finish()
 
-    async def _with_account(
-        self, scope: Scope, receive: Receive, send: Send, accounts: Accounts, identity: Any
-    ) -> tuple[Any, Receive, Callable[[], None] | None] | None:
-        """An identified request: the organisation's state first, then the policy. ``None``
-        when the request is answered here (refused); else the verdict, the ``receive`` the app
-        is to read the body with, and what to run once the app is done."""
-        client = scope.get("client")
-        headers = scope["headers"]
+    def account_verdict(
+        self, headers: Any, client: tuple[str, int] | None, accounts: Accounts, identity: Any
+    ) -> tuple[Any, tuple[int, dict[str, Any]] | None]:
+        """An identified request: the organisation's state first, then the policy. The
+        verdict, and the denial (status, JSON body) to answer with, or ``None`` when the request
+        goes on. Unknown keys and refusals are counted, a refusal's event recorded; the event of
+        a request that goes on is the caller's to record (it may wait for the body)."""
         org = identity.org
         gate = self.gate
         # The account matters to the decision only through exemptions; without them the
@@ -178,16 +177,26 @@ class RegionGate:
         )
         if org is None:
             accounts.unknown_key_requests += 1
-            if accounts.block_unknown:
-                await _deny(scope, receive, send, 401, _UNKNOWN_KEY_BODY, verdict.extra_headers)
-                return None
-            return verdict, receive, None  # an unknown key leaves no event
+            return verdict, (401, _UNKNOWN_KEY_BODY) if accounts.block_unknown else None
         if org in accounts.cache.refused:
             accounts.refused_requests += 1
             accounts.record(identity, verdict, refused=True, headers=headers)
-            body = gate.state.policy.accounts.body()
-            await _deny(scope, receive, send, 403, body, verdict.extra_headers)
+            return verdict, (403, gate.state.policy.accounts.body())
+        return verdict, None
+
+    async def _with_account(
+        self, scope: Scope, receive: Receive, send: Send, accounts: Accounts, identity: Any
+    ) -> tuple[Any, Receive, Callable[[], None] | None] | None:
+        """An identified request (:meth:`account_verdict`). ``None`` when the request is
+        answered here (refused); else the verdict, the ``receive`` the app is to read the body
+        with, and what to run once the app is done."""
+        headers = scope["headers"]
+        verdict, denial = self.account_verdict(headers, scope.get("client"), accounts, identity)
+        if denial is not None:
+            await _deny(scope, receive, send, *denial, verdict.extra_headers)
             return None
+        if identity.org is None:
+            return verdict, receive, None  # an unknown key leaves no event
         if (
             verdict.decision.action is not _BLOCK
             and accounts.end_user_body

@@ -8,7 +8,20 @@ from typing import Any
 
 from regiongate.enforce.asgi import Send
 
-__all__ = ["send_json", "send_plain"]
+__all__ = ["json_response", "send_json", "send_plain"]
+
+
+def json_response(
+    status: int, body: Any, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A JSON answer as (status, headers, body)."""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return (
+        status,
+        [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+         *headers],
+        data,
+    )  # fmt: skip
 
 
 async def send_json(
@@ -17,18 +30,8 @@ async def send_json(
     body: Any,
     headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    data = json.dumps(body, separators=(",", ":")).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                *headers,
-            ],
-        }
-    )
+    status, start, data = json_response(status, body, headers)
+    await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": data})
 
 
