@@ -30,7 +30,6 @@ the resolver, ``Snapshot.lookup``, ``policy.decide``); the tests check that both
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -669,12 +668,6 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
     con = duckdb.connect(config={"threads": threads} if threads else {})
     con.execute("SET enable_progress_bar = false")  # ours is on stderr; DuckDB's would mix in
     con.execute("SET TimeZone = 'UTC'")  # a time without an offset is UTC, whatever the host's
-    # Text crosses as Arrow string views, which DuckDB makes with less copying than Arrow
-    # strings (figure 16: ~0.4 CPU-s and ~4% of the time per 10M lines); the distinct values
-    # that numpy reads are cast back (_per_value), a tenth of the lines or less. A DuckDB
-    # without the setting hands over plain strings, which everything here reads as well.
-    with contextlib.suppress(duckdb.Error):
-        con.execute("SET produce_arrow_string_view = true")
     # path and status are read only to filter on (a JSON field costs its parse on every line)
     fields = dataclasses.replace(fields, path=fields.path if keep.paths else None,
                                  status=fields.status if keep.statuses else None)  # fmt: skip
@@ -944,9 +937,9 @@ def _per_value(col: Any, compute: Callable[[Any], list[npt.NDArray[Any]]],
     about what it saved.)"""
     import pyarrow as pa
 
+    if col.type != pa.string():
+        col = col.cast(pa.string())
     dictionary, index = _encode(col)
-    if dictionary.type != pa.string():  # DuckDB's string views (see _batches)
-        dictionary = dictionary.cast(pa.string())
     cols = compute(dictionary)
     # a null indexes the appended slot, which holds the column's fill value
     return [_spread(c, fill, index) for c, fill in zip(cols, fills, strict=True)]
