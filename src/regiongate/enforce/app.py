@@ -125,9 +125,7 @@ class GatewayApp:
         else:
             verdict = self.gate.check(client[0] if client else None, headers)
         if verdict.decision.action is _BLOCK:
-            # The policy's response, serialised once per policy (not per request).
-            status, start, body = self.gated._blocked(self.gate.state.policy.response)
-            return status, [*start, *verdict.extra_headers], body
+            return self.gated.blocked_answer(verdict)
         if path == self.decision_path:
             return 204, verdict.extra_headers, b""
         return self._allowed_status(path, verdict.extra_headers)

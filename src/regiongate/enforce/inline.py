@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,9 +47,10 @@ log = logging.getLogger("regiongate.gateway")
 
 # What the inline answer reads of uvicorn's protocol (its internals, not its API): checked once,
 # on the first connection; a uvicorn without them gets its own protocol's answers, and a log line.
-_NEEDED: Final = ("parser", "flow", "cycle", "expect_100_continue", "access_log",
-                  "limit_concurrency", "root_path", "server_state", "transport", "client", "url",
-                  "headers", "on_response_complete", "_unset_keepalive_if_required")  # fmt: skip
+_NEEDED: Final = ("parser", "flow.write_paused", "cycle", "expect_100_continue", "access_log",
+                  "limit_concurrency", "root_path", "server_state.default_headers", "transport",
+                  "client", "url", "headers", "on_response_complete",
+                  "_unset_keepalive_if_required")  # fmt: skip
 
 
 _ERROR_HEADERS: Final = ((b"content-type", b"text/plain; charset=utf-8"),
@@ -153,11 +155,12 @@ class InlineDecisions(HttpToolsProtocol):
 def _fits_uvicorn(protocol: HttpToolsProtocol) -> bool:
     """Whether uvicorn's protocol has what the inline answers read, as a request sets it up."""
     HttpToolsProtocol.on_message_begin(protocol)  # what the start of a request makes
-    missing = [name for name in _NEEDED if not hasattr(protocol, name)]
-    missing += [f"flow.{name}" for name in ("write_paused",)
-                if not hasattr(getattr(protocol, "flow", None), name)]  # fmt: skip
-    missing += [f"server_state.{name}" for name in ("default_headers",)
-                if not hasattr(getattr(protocol, "server_state", None), name)]  # fmt: skip
+    missing = []
+    for name in _NEEDED:
+        try:
+            operator.attrgetter(name)(protocol)
+        except AttributeError:
+            missing.append(name)
     if missing:
         log.error(
             "uvicorn %s's HTTP protocol has no %s: decision requests are answered as ASGI "

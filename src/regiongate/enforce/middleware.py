@@ -207,19 +207,18 @@ class RegionGate:
         accounts.record(identity, verdict, headers=headers)
         return verdict, receive, None
 
+    def blocked_answer(self, verdict: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The policy's blocked response for ``verdict``: status, headers, body."""
+        status, start_headers, body = self._blocked(self.gate.state.policy.response)
+        return status, [*start_headers, *verdict.extra_headers], body
+
     async def _block(self, scope: Scope, receive: Receive, send: Send, verdict: Any) -> None:
-        response = self.gate.state.policy.response
         if scope["type"] == "http":
-            status, start_headers, body = self._blocked(response)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [*start_headers, *verdict.extra_headers],
-                }
-            )
+            status, headers, body = self.blocked_answer(verdict)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         else:
+            response = self.gate.state.policy.response
             await _deny_websocket(scope, receive, send, response.status, response.body())
 
 
