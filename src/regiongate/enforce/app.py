@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from regiongate.config import Settings
 from regiongate.enforce.asgi import ASGIApp, Receive, Scope, Send
-from regiongate.enforce.gate import Gate
+from regiongate.enforce.gate import Gate, Verdict
 from regiongate.enforce.metrics import registry_for, render
 from regiongate.enforce.middleware import RegionGate
 from regiongate.enforce.proxy import ReverseProxy
@@ -31,6 +31,7 @@ _BLOCK = Action.BLOCK
 _NO_CONTENT_LENGTH: Final = (b"content-length", b"0")
 
 ADMIN_MOUNT = "/admin/api"
+_OWN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class GatewayApp:
@@ -108,27 +109,47 @@ class GatewayApp:
     def is_decision_path(self, path: str) -> bool:
         return path == self.decision_path or path.startswith(self._decision_prefix)
 
+    def answers_itself(self, path: str) -> bool:
+        """Whether the gateway answers ``path`` itself rather than through the proxy."""
+        return (
+            path in _OWN_PATHS
+            or self.is_decision_path(path)
+            or path == ADMIN_MOUNT
+            or path.startswith(ADMIN_MOUNT + "/")
+        )
+
     def decide_now(
         self, path: str, headers: Sequence[tuple[bytes, bytes]], client: tuple[str, int] | None
     ) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes]:
         """The decision endpoint's answer to a request for ``path`` (a decision path) with
-        ``headers`` from ``client``: status, headers and body, decided now. A request with an
-        API key meets the account checks first, as through the middleware (its event is
-        recorded; a suspended organisation's or an unknown key's denial is the answer)."""
+        ``headers`` from ``client``: status, headers and body, decided now."""
+        verdict, answer = self.screen(headers, client)
+        if answer is not None:
+            return answer
+        if path == self.decision_path:
+            return 204, verdict.extra_headers, b""
+        return self._allowed_status(path, verdict.extra_headers)
+
+    def screen(
+        self, headers: Sequence[tuple[bytes, bytes]], client: tuple[str, int] | None
+    ) -> tuple[Verdict, tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None]:
+        """A request's verdict, and the answer (status, headers, body) that refuses it, or
+        ``None`` when it may go on. A request with an API key meets the account checks first,
+        as through the middleware (its event is recorded; a suspended organisation's or an
+        unknown key's denial is the answer). For the answers given inside uvicorn's protocol;
+        an allowed request's event is recorded here, with no end-user id from its body."""
         accounts = self.accounts
         if accounts is not None and (identity := accounts.identify(headers)) is not None:
             verdict, denial = self.gated.account_verdict(headers, client, accounts, identity)
             if denial is not None:
-                return json_response(*denial, verdict.extra_headers)
+                return verdict, json_response(*denial, verdict.extra_headers)
             if identity.org is not None:  # an unknown key leaves no event
                 accounts.record(identity, verdict, headers=headers)
         else:
             verdict = self.gate.check(client[0] if client else None, headers)
         if verdict.decision.action is _BLOCK:
-            return self.gated.blocked_answer(verdict)
-        if path == self.decision_path:
-            return 204, verdict.extra_headers, b""
-        return self._allowed_status(path, verdict.extra_headers)
+            return verdict, self.gated.blocked_answer(verdict)
+        return verdict, None
 
     def _allowed_status(
         self, path: str, headers: Sequence[tuple[bytes, bytes]]

@@ -1,5 +1,5 @@
-"""The decision endpoint answered inside uvicorn's HTTP protocol, before a request becomes an
-ASGI request.
+"""The decision endpoint answered, and plain proxied requests relayed, inside uvicorn's HTTP
+protocol, before a request becomes an ASGI request.
 
 An nginx ``auth_request`` or Envoy ext_authz request is small and fixed in shape: headers, no
 body, an answer of a status line and two or three headers that the gateway decides in about a
@@ -7,8 +7,10 @@ microsecond. Made into an ASGI request it costs uvicorn far more than that: a sc
 the event loop, a request-response cycle, two ``send()`` calls, and two regular expressions per
 response header. :class:`InlineDecisions` is uvicorn's own httptools protocol that, when the
 parser has read a request's headers, answers a decision request at once with the gateway's
-own answer (:meth:`GatewayApp.decide_now`, the same one the ASGI path sends) and lets every
-other request go on as uvicorn would.
+own answer (:meth:`GatewayApp.decide_now`, the same one the ASGI path sends). Under ``serve``
+with an upstream, a plain HTTP/1.1 request for any other path (not the gateway's own
+endpoints, no percent-encoded path) is decided the same way and, when allowed, relayed to the
+upstream by callbacks (:mod:`.relay`). Every other request goes on as uvicorn would.
 
 A request is answered inline only when nothing about it needs the ASGI machinery: no request
 of the same connection still in progress (pipelined requests stay in order), no body
@@ -31,11 +33,16 @@ import asyncio
 import logging
 import operator
 import urllib.parse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from regiongate.enforce.gate import _OWN_HEADERS
+from regiongate.enforce.proxy import forward_headers
+from regiongate.enforce.relay import Relay
 
 if TYPE_CHECKING:
     from regiongate.enforce.app import GatewayApp
@@ -49,8 +56,8 @@ log = logging.getLogger("regiongate.gateway")
 # on the first connection; a uvicorn without them gets its own protocol's answers, and a log line.
 _NEEDED: Final = ("parser", "flow.write_paused", "cycle", "expect_100_continue", "access_log",
                   "limit_concurrency", "root_path", "server_state.default_headers", "transport",
-                  "client", "url", "headers", "on_response_complete",
-                  "_unset_keepalive_if_required")  # fmt: skip
+                  "client", "url", "headers", "scheme", "on_response_complete",
+                  "_unset_keepalive_if_required", "server_state.total_requests")  # fmt: skip
 
 
 _ERROR_HEADERS: Final = ((b"content-type", b"text/plain; charset=utf-8"),
@@ -64,6 +71,8 @@ class InlineDecisions(HttpToolsProtocol):
     _decision_url: bytes  # the decision path as a request target starts with it
     _fits: bool | None = None  # this uvicorn has what the inline answers read (None: unknown)
     _inline = False  # the current request was answered inline: its parser events are done
+    _relaying = False  # proxied requests are relayed here (the gateway has an upstream)
+    _relay: Relay | None = None  # the exchange in progress
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -80,9 +89,14 @@ class InlineDecisions(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        if self._fits and self.url.startswith(self._decision_url) and self._answer_inline():
-            self._inline = True
-            return
+        if self._fits:
+            if self.url.startswith(self._decision_url):
+                if self._answer_inline():
+                    self._inline = True
+                    return
+            elif self._relaying and self._relay_inline():
+                self._inline = True
+                return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -93,8 +107,20 @@ class InlineDecisions(HttpToolsProtocol):
         if not self._inline:
             super().on_message_complete()
 
-    def _answer_inline(self) -> bool:
-        """Answer the request now if it is a decision request that can be: see the module."""
+    def connection_lost(self, exc: Exception | None) -> None:
+        relay = self._relay
+        if relay is not None:
+            self._relay = None
+            relay.client_gone()
+        super().connection_lost(exc)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._relay is not None:
+            self._relay.resume()
+
+    def _plain(self) -> bool:
+        """Whether the request just read can be answered here, not through ASGI (the module)."""
         cycle = self.cycle
         if (
             (cycle is not None and not cycle.response_complete)
@@ -106,10 +132,15 @@ class InlineDecisions(HttpToolsProtocol):
             or self.parser.should_upgrade()
         ):
             return False
-        headers = self.headers
-        for name, value in headers:
+        for name, value in self.headers:
             if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
                 return False
+        return True
+
+    def _answer_inline(self) -> bool:
+        """Answer the request now if it is a decision request that can be: see the module."""
+        if not self._plain():
+            return False
         gateway = self.gateway
         url = self.url
         if url == self._decision_url:  # nginx's auth_request asks for the path itself
@@ -124,32 +155,98 @@ class InlineDecisions(HttpToolsProtocol):
             if not gateway.is_decision_path(path):
                 return False
         parser = self.parser
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
         try:
-            status, extra, body = gateway.decide_now(path, headers, self.client)
+            answer = gateway.decide_now(path, self.headers, self.client)
         except Exception:
-            # As uvicorn answers an ASGI app that raised: logged, 500, connection closed. Not
-            # run again through ASGI: what it did before it raised (an event) stays done once.
-            log.exception("Exception in the decision endpoint")
-            status, extra, body = 500, _ERROR_HEADERS, b"Internal Server Error"
-            keep_alive = False
+            self._raised()
         else:
-            keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+            self.write_answer(*answer, keep_alive)
+        self.on_response_complete()  # counts it, arms the keep-alive timer, reads on
+        return True
+
+    def _relay_inline(self) -> bool:
+        """Relay the request to the upstream now if it is a plain one (``relay.py``)."""
+        url = self.url
+        parser = self.parser
+        path = url.partition(b"?")[0]
+        if (
+            url[:1] != b"/"  # absolute or asterisk form: uvicorn's parsing
+            or b"%" in path
+            or b"#" in url
+            or url.endswith(b"?")
+            or parser.get_http_version() != "1.1"
+            or not self._plain()
+        ):
+            return False
+        gateway = self.gateway
+        try:
+            if gateway.answers_itself(path.decode("ascii")):
+                return False
+        except UnicodeDecodeError:
+            return False
+        headers = self.headers
+        client = self.client
+        keep_alive = parser.should_keep_alive()
+        try:
+            verdict, answer = gateway.screen(headers, client)
+        except Exception:
+            self._raised()
+            self.on_response_complete()
+            return True
+        if answer is not None:
+            self.write_answer(*answer, keep_alive)
+            self.on_response_complete()
+            return True
+        # As the middleware forwards an allowed request: the client's X-Regiongate-* dropped,
+        # the verdict's added; then as the proxy forwards it.
+        for name, _ in headers:
+            if name in _OWN_HEADERS:
+                headers = [h for h in headers if h[0] not in _OWN_HEADERS]
+                break
+        proxy = gateway.proxy
+        if proxy is None:  # (not with _relaying)
+            return False
+        forwarded = forward_headers(
+            [*headers, *verdict.extra_headers], client[0] if client else None, self.scheme or "http"
+        )
+        method = parser.get_method()
+        head = proxy.pool.head(method.decode("ascii"), proxy.base_target + url, forwarded, False)
+        relay = Relay(self, proxy, method, head, keep_alive)
+        # As uvicorn's request cycle: pipelined requests wait for it, shutdown sees it.
+        self.cycle = relay  # type: ignore[assignment]
+        self._relay = relay
+        relay.start()
+        return True
+
+    def _raised(self) -> None:
+        """As uvicorn answers an ASGI app that raised: logged, 500, connection closed. Not run
+        again through ASGI: what it did before it raised (an event) stays done once."""
+        log.exception("Exception in the gateway's decision")
+        self.write_answer(500, _ERROR_HEADERS, b"Internal Server Error", False)
+
+    def write_answer(
+        self,
+        status: int,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        """Write a whole answer (as uvicorn writes one an ASGI app sends)."""
         out = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             out += (name, b": ", value, b"\r\n")
-        for name, value in extra:
+        for name, value in headers:
             out += (name, b": ", value, b"\r\n")
         if not keep_alive:
             out.append(b"connection: close\r\n")
         out.append(b"\r\n")
-        if body and parser.get_method() != b"HEAD":
+        if body and self.parser.get_method() != b"HEAD":
             out.append(body)
         transport = self.transport
         transport.write(b"".join(out))
         if not keep_alive:
             transport.close()
-        self.on_response_complete()  # counts it, arms the keep-alive timer, reads on
-        return True
 
 
 def _fits_uvicorn(protocol: HttpToolsProtocol) -> bool:
@@ -176,5 +273,6 @@ def inline_protocol(app: GatewayApp) -> type[InlineDecisions]:
     attrs: dict[str, Any] = {
         "gateway": app,
         "_decision_url": urllib.parse.quote(app.decision_path).encode("ascii"),
+        "_relaying": app.proxy is not None,
     }
     return type("InlineDecisionsFor", (InlineDecisions,), attrs)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -28,7 +28,7 @@ from regiongate.enforce.asgi import Message, Receive, Scope, Send
 from regiongate.enforce.responses import error_body, send_json
 from regiongate.enforce.upstream import UpstreamPool, UpstreamResponse
 
-__all__ = ["ReverseProxy", "UpstreamError"]
+__all__ = ["HOP_BY_HOP", "ReverseProxy", "UpstreamError", "forward_headers", "hop_by_hop"]
 
 log = logging.getLogger("regiongate.proxy")
 
@@ -61,7 +61,7 @@ class _ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
-def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+def hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """The fields not to forward: the standard hop-by-hop ones, plus any that a
     ``Connection`` field names (names are lower-case, as ASGI and httptools give them)."""
     named = [value for name, value in headers if name == b"connection"]
@@ -71,6 +71,43 @@ def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     for value in named:
         names.update(v.strip().lower() for v in value.split(b","))
     return frozenset(names)
+
+
+def forward_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+    client: str | None,
+    scheme: str,
+    *,
+    websocket: bool = False,
+    chunked: bool = False,
+) -> list[tuple[bytes, bytes]]:
+    """The client's headers for the upstream: hop-by-hop ones (and ``Host``) dropped,
+    ``X-Forwarded-For/-Host/-Proto`` set (``client``: the peer's address). Names are
+    lower-case already (as ASGI and httptools give them).
+
+    The body's framing is the proxy's, never the client's to remove: ``Content-Length`` goes
+    on as the client sent it (what the body reader delivers), whatever a ``Connection`` field
+    names; a chunked body is re-framed by the upstream client. (A client that named
+    ``content-length`` in ``Connection`` would otherwise have its body read by the upstream as
+    a request of its own, on a connection then reused.)"""
+    raw = raw if isinstance(raw, list) else list(raw)
+    drop = hop_by_hop(raw) | {b"host", b"content-length"}
+    if websocket:
+        drop |= _WS_HANDSHAKE
+    if client:
+        drop |= {b"x-forwarded-for"}
+    out = [(n, v) for n, v in raw if n not in drop]
+    length = next((v for n, v in raw if n == b"content-length"), None)
+    if length is not None and not chunked and not websocket:
+        out.append((b"content-length", length))
+    if client:
+        prior = [v for n, v in raw if n == b"x-forwarded-for"]
+        out.append((b"x-forwarded-for", b", ".join([*prior, client.encode("latin-1")])))
+    host = next((v for n, v in raw if n == b"host"), None)
+    if host:
+        out.append((b"x-forwarded-host", host))
+    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
+    return out
 
 
 # How long an exchange runs before a task starts watching for the client's disconnect.
@@ -89,20 +126,21 @@ class ReverseProxy:
         max_connections: int = 512,
         on_error: Any = None,
     ) -> None:
-        self._pool = UpstreamPool(  # checks the URL: ValueError
+        self.pool = UpstreamPool(  # checks the URL: ValueError
             upstream,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_connections=max_connections,
         )
         self.upstream = upstream.rstrip("/")
-        self._base_path = urlsplit(upstream).path.rstrip("/")
+        # The upstream URL's path, put before every request's path.
+        self.base_target = urlsplit(upstream).path.rstrip("/").encode("latin-1")
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=read_timeout
         )
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None  # WebSockets
-        self._on_error = on_error or (lambda kind: None)
+        self.on_error = on_error or (lambda kind: None)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -117,7 +155,7 @@ class ReverseProxy:
         return self._session
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self.pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -139,39 +177,20 @@ class ReverseProxy:
         if isinstance(path, str):
             path = path.encode("latin-1")
         query: bytes = scope.get("query_string", b"")
-        target: bytes = self._base_path.encode("latin-1") + path
+        target: bytes = self.base_target + path
         return target + b"?" + query if query else target
 
     def _forward_headers(
         self, scope: Scope, websocket: bool = False, chunked: bool = False
     ) -> list[tuple[bytes, bytes]]:
-        """The client's headers for the upstream: hop-by-hop ones (and ``Host``) dropped,
-        ``X-Forwarded-For/-Host/-Proto`` set. ASGI header names are lower-case already.
-
-        The body's framing is the proxy's, never the client's to remove: ``Content-Length``
-        goes on as the client sent it (what the body reader delivers), whatever a
-        ``Connection`` field names; a chunked body is re-framed by the upstream client. (A
-        client that named ``content-length`` in ``Connection`` would otherwise have its body
-        read by the upstream as a request of its own, on a connection then reused.)"""
-        raw: list[tuple[bytes, bytes]] = scope["headers"]
-        drop = _hop_by_hop(raw) | {b"host", b"content-length"}
-        if websocket:
-            drop |= _WS_HANDSHAKE
         client = scope.get("client")
-        if client:
-            drop |= {b"x-forwarded-for"}
-        out = [(n, v) for n, v in raw if n not in drop]
-        length = next((v for n, v in raw if n == b"content-length"), None)
-        if length is not None and not chunked and not websocket:
-            out.append((b"content-length", length))
-        if client:
-            prior = [v for n, v in raw if n == b"x-forwarded-for"]
-            out.append((b"x-forwarded-for", b", ".join([*prior, client[0].encode("latin-1")])))
-        host = next((v for n, v in raw if n == b"host"), None)
-        if host:
-            out.append((b"x-forwarded-host", host))
-        out.append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
-        return out
+        return forward_headers(
+            scope["headers"],
+            client[0] if client else None,
+            scope.get("scheme", "http"),
+            websocket=websocket,
+            chunked=chunked,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -243,13 +262,13 @@ class ReverseProxy:
             if not gone:
                 raise  # not the client leaving: shutdown, or the server's own cancel
             task.uncancel()
-            self._on_error("client_disconnect")
+            self.on_error("client_disconnect")
         except UpstreamError:
             if not gone:
                 raise
-            self._on_error("client_disconnect")
+            self.on_error("client_disconnect")
         except _ClientGone:
-            self._on_error("client_disconnect")
+            self.on_error("client_disconnect")
         finally:
             finished = True
             timer.cancel()
@@ -264,14 +283,14 @@ class ReverseProxy:
         started = False
         response: UpstreamResponse | None = None
         try:
-            response = await self._pool.request(
+            response = await self.pool.request(
                 scope["method"],
                 self._target(scope),
                 self._forward_headers(scope, chunked=chunked),
                 data,
                 chunked=chunked,
             )
-            drop = _hop_by_hop(response.headers)
+            drop = hop_by_hop(response.headers)
             await send(
                 {
                     "type": "http.response.start",
@@ -296,7 +315,7 @@ class ReverseProxy:
     async def _fail(
         self, send: Send, started: bool, status: int, code: str, message: str, exc: BaseException
     ) -> None:
-        self._on_error(code)
+        self.on_error(code)
         if started:
             log.warning("upstream failed mid-response: %r", exc)
             raise UpstreamError(str(exc)) from exc
@@ -321,7 +340,7 @@ class ReverseProxy:
                 autoping=True,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._on_error("bad_gateway")
+            self.on_error("bad_gateway")
             log.warning("websocket upstream error: %r", exc)
             await send({"type": "websocket.close", "code": 1011})
             return

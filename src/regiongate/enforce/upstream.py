@@ -27,12 +27,12 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Final, cast
+from typing import Final, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["UpstreamBroken", "UpstreamPool", "UpstreamResponse"]
+__all__ = ["Sink", "UpstreamBroken", "UpstreamPool", "UpstreamResponse"]
 
 # Response bytes held for a slow client before reading from the upstream pauses.
 _HIGH_WATER: Final = 1 << 20
@@ -48,6 +48,12 @@ class UpstreamBroken(ConnectionError):
     """The upstream closed, reset or sent something that is not HTTP."""
 
 
+class Sink(Protocol):
+    """What reads an answer by callbacks: :meth:`news` when the connection's state moved."""
+
+    def news(self) -> None: ...
+
+
 class _Connection(asyncio.Protocol):
     """One connection to the upstream; one exchange at a time."""
 
@@ -61,6 +67,10 @@ class _Connection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._write_paused = False
         self._reading_paused = False
+        # An exchange answered by callbacks instead of awaited (enforce/relay.py): told of news
+        # once per read from the upstream, and when the connection is lost.
+        self.sink: Sink | None = None
+        self._feeding = False
         # One parser for the connection's life: after a complete answer it is ready for the
         # next one (a connection is reused only then).
         self.parser = httptools.HttpResponseParser(self)
@@ -93,6 +103,7 @@ class _Connection(asyncio.Protocol):
             self.error = self.error or UpstreamBroken("the upstream sent more than its answer")
             self._abort()
             return
+        self._feeding = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -102,6 +113,10 @@ class _Connection(asyncio.Protocol):
         else:
             if self.error is not None:  # set by a callback: a second answer
                 self._abort()
+        finally:
+            self._feeding = False
+        if self.sink is not None:
+            self.sink.news()  # all of this read at once: one write to the client
 
     def eof_received(self) -> bool:
         return False  # close the transport
@@ -194,6 +209,10 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _wake(self) -> None:
+        if self.sink is not None:
+            if not self._feeding:
+                self.sink.news()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -289,7 +308,7 @@ class UpstreamResponse:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._pool._release(self._conn)
+            self._pool.release(self._conn)
 
 
 class UpstreamPool:
@@ -327,17 +346,26 @@ class UpstreamPool:
 
     # --- connections ---------------------------------------------------------------------------
 
-    async def _acquire(self) -> _Connection:
+    def take_idle(self) -> _Connection | None:
+        """A kept-alive connection ready for a request, if one is idle (no waiting)."""
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            conn = self._idle.pop()  # the most recently used: the least likely to be stale
+            if conn.lost or conn.transport is None or conn.transport.is_closing():
+                continue
+            if now - conn.idle_since > _IDLE_MAX:
+                conn.transport.abort()  # connection_lost counts it out
+                continue
+            conn.reused = True
+            return conn
+        return None
+
+    async def acquire(self) -> _Connection:
+        """A connection for one exchange: an idle one, a new one, or the next one released
+        when ``max_connections`` are open. Hand it back with :meth:`release`."""
         while True:
-            now = asyncio.get_running_loop().time()
-            while self._idle:
-                conn = self._idle.pop()  # the most recently used: the least likely to be stale
-                if conn.lost or conn.transport is None or conn.transport.is_closing():
-                    continue
-                if now - conn.idle_since > _IDLE_MAX:
-                    conn.transport.abort()  # connection_lost counts it out
-                    continue
-                conn.reused = True
+            conn = self.take_idle()
+            if conn is not None:
                 return conn
             if self._open < self.max_connections:
                 return await self._connect()
@@ -376,7 +404,10 @@ class UpstreamPool:
             raise
         return made[0]
 
-    def _release(self, conn: _Connection) -> None:
+    def release(self, conn: _Connection) -> None:
+        """Take a connection back after its exchange: kept for the next one if the exchange
+        was complete and the upstream keeps it alive, else closed."""
+        conn.sink = None
         if conn.reusable and not self._closed:
             conn.reused = False  # (its state is made fresh when it is next used)
             conn.idle_since = asyncio.get_running_loop().time()
@@ -419,9 +450,9 @@ class UpstreamPool:
         """Send a request (``target``: path and query; ``headers`` without ``Host`` and
         framing other than the client's ``Content-Length``) and wait for the answer's head.
         Raises ``TimeoutError``, ``OSError`` (cannot connect) or :class:`UpstreamBroken`."""
-        head = self._head(method, target, headers, chunked)
+        head = self.head(method, target, headers, chunked)
         for attempt in (0, 1):
-            conn = await self._acquire()
+            conn = await self.acquire()
             conn._begin(head=method == "HEAD")
             try:
                 await conn.write(head, self.read_timeout)
@@ -429,7 +460,7 @@ class UpstreamPool:
                     await self._send_body(conn, body, chunked)
                 await conn.response(self.read_timeout)
             except UpstreamBroken:
-                self._release(conn)
+                self.release(conn)
                 # A kept-alive connection the upstream closed as this request went out (it
                 # may have read it: it did not answer): an idempotent request without a body
                 # is sent again on a new connection, as browsers, urllib3 and nginx do.
@@ -438,14 +469,15 @@ class UpstreamPool:
                     continue
                 raise
             except BaseException:
-                self._release(conn)
+                self.release(conn)
                 raise
             return UpstreamResponse(self, conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _head(
+    def head(
         self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], chunked: bool
     ) -> bytes:
+        """A request's head as sent to the upstream."""
         lines = [method.encode("latin-1"), b" ", target or b"/", b" HTTP/1.1\r\nhost: ",
                  self.host_header, b"\r\n"]  # fmt: skip
         for name, value in headers:
