@@ -113,14 +113,30 @@ class Scripted:
                         length = int(value)
                     elif name.strip().lower() == b"transfer-encoding":  # (small bodies)
                         while not (buf.startswith(b"0\r\n\r\n") or b"\r\n0\r\n\r\n" in buf):
-                            buf += conn.recv(65536)
+                            data = conn.recv(65536)
+                            if not data:
+                                return
+                            buf += data
                         length = buf.index(b"0\r\n\r\n") + 5
-                while len(buf) < length:
-                    buf += conn.recv(65536)
-                body, buf = buf[:length], buf[length:]
-                self.requests.append((number, head + b"\r\n\r\n" + body))
                 method, target = head.split(b" ")[:2]
                 path = target.split(b"?")[0].decode()
+                if path == "/early":  # answered before the body is read
+                    conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+                    answered += 1
+                while len(buf) < length:
+                    try:
+                        data = conn.recv(65536)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buf += data
+                body, buf = buf[:length], buf[length:]
+                self.requests.append((number, head + b"\r\n\r\n" + body))
+                if path == "/early":
+                    continue
                 if path == "/reset":
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
@@ -279,16 +295,25 @@ CASES: dict[str, tuple[list[bytes] | bytes, list[str]]] = {
         + get("/cl", US, CLOSE),
         ["/healthz", "/cl", "/cl", "/cl", "/cl"],
     ),
-    "not relayed: bodies, HTTP/1.0, percent-encoded paths, the gateway's own, Expect": (
+    "bodies with a length": (
         [
-            get("/cl", US, "Content-Length: 2", method="POST") + b"{}",
+            get("/cl", US, "Content-Length: 7", "Content-Type: application/json", method="POST")
+            + b'{"a":1}',
+            get("/chunked", US, "Content-Length: 1048576", method="PUT") + b"b" * 1048576,
+            get("/cl", CN, "Content-Length: 5", method="POST") + b"12345",  # blocked: dropped
+            get("/204", US, "Content-Length: 3", CLOSE, method="POST") + b"end",
+        ],
+        [],
+    ),
+    "not relayed: chunked bodies, HTTP/1.0, percent-encoded paths, the gateway's own, Expect": (
+        [
             get("/cl", US, "Transfer-Encoding: chunked", method="POST") + b"0\r\n\r\n",
             get("/c%6c"),
             get("/readyz", None),
             get("/cl", US, "Expect: 100-continue", "Content-Length: 0"),
             get("/cl").replace(b"HTTP/1.1", b"HTTP/1.0"),
         ],
-        ["/cl", "/cl", "/cl", "/readyz", "/cl", "/cl"],
+        ["/cl", "/cl", "/readyz", "/cl", "/cl"],
     ),
 }
 
@@ -477,3 +502,19 @@ def test_keyed_requests_relayed_equal_the_asgi_ones(
         ("org-s", "US", "refused"),
         ("org-a", "US", "allow"),
     ]
+
+
+def test_an_answer_before_the_body_ends_it(tiny_snapshot_path: Path) -> None:
+    """The upstream answers (413) before it has read the body: the answer is the client's,
+    the rest of the body is not sent, that upstream connection is not used again, and the
+    client's connection goes on with its next request."""
+    data = [
+        get("/early", US, "Content-Length: 8388608", method="POST") + b"e" * 8388608,
+        get("/cl", US, CLOSE),
+    ]
+    (reference, _, ref_upstream, _), (answer, paths, upstream, _) = run_both(
+        tiny_snapshot_path, data
+    )
+    assert answer == reference and paths == []
+    assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b'{"ok":true}')
+    assert [n for n, _ in upstream] == [n for n, _ in ref_upstream] == [2]  # /cl, anew

@@ -72,6 +72,7 @@ class InlineDecisions(HttpToolsProtocol):
     _fits: bool | None = None  # this uvicorn has what the inline answers read (None: unknown)
     _inline = False  # the current request was answered inline: its parser events are done
     _relaying = False  # proxied requests are relayed here (the gateway has an upstream)
+    _bodies = False  # requests with a Content-Length body too (not when bodies are read)
     _relay: Relay | None = None  # the exchange in progress
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -102,10 +103,14 @@ class InlineDecisions(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         if not self._inline:
             super().on_body(body)
+        elif self._relay is not None:
+            self._relay.body(body)
 
     def on_message_complete(self) -> None:
         if not self._inline:
             super().on_message_complete()
+        elif self._relay is not None:
+            self._relay.body_end()
 
     def connection_lost(self, exc: Exception | None) -> None:
         relay = self._relay
@@ -119,8 +124,9 @@ class InlineDecisions(HttpToolsProtocol):
         if self._relay is not None:
             self._relay.resume()
 
-    def _plain(self) -> bool:
-        """Whether the request just read can be answered here, not through ASGI (the module)."""
+    def _plain(self, length: bool = False) -> bool:
+        """Whether the request just read can be answered here, not through ASGI (the module);
+        ``length``: a body with a ``Content-Length`` is fine."""
         cycle = self.cycle
         if (
             (cycle is not None and not cycle.response_complete)
@@ -133,7 +139,9 @@ class InlineDecisions(HttpToolsProtocol):
         ):
             return False
         for name, value in self.headers:
-            if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            if name == b"transfer-encoding" or (
+                name == b"content-length" and value != b"0" and not length
+            ):
                 return False
         return True
 
@@ -176,7 +184,7 @@ class InlineDecisions(HttpToolsProtocol):
             or b"#" in url
             or url.endswith(b"?")
             or parser.get_http_version() != "1.1"
-            or not self._plain()
+            or not self._plain(length=self._bodies)
         ):
             return False
         gateway = self.gateway
@@ -194,7 +202,11 @@ class InlineDecisions(HttpToolsProtocol):
             self._raised()
             self.on_response_complete()
             return True
-        if answer is not None:
+        length = 0
+        for name, value in headers:
+            if name == b"content-length":
+                length = int(value)  # (the parser has checked it)
+        if answer is not None:  # a body that follows is read and dropped, as through ASGI
             self.write_answer(*answer, keep_alive)
             self.on_response_complete()
             return True
@@ -212,7 +224,7 @@ class InlineDecisions(HttpToolsProtocol):
         )
         method = parser.get_method()
         head = proxy.pool.head(method.decode("ascii"), proxy.base_target + url, forwarded, False)
-        relay = Relay(self, proxy, method, head, keep_alive)
+        relay = Relay(self, proxy, method, head, keep_alive, length)
         # As uvicorn's request cycle: pipelined requests wait for it, shutdown sees it.
         self.cycle = relay  # type: ignore[assignment]
         self._relay = relay
@@ -274,5 +286,8 @@ def inline_protocol(app: GatewayApp) -> type[InlineDecisions]:
         "gateway": app,
         "_decision_url": urllib.parse.quote(app.decision_path).encode("ascii"),
         "_relaying": app.proxy is not None,
+        # With the end-user id read from bodies (accounts.end_user_body), requests with a body
+        # go through the middleware, which reads it.
+        "_bodies": not (app.accounts is not None and app.accounts.end_user_body),
     }
     return type("InlineDecisionsFor", (InlineDecisions,), attrs)

@@ -18,9 +18,14 @@ from the upstream pauses while the client's transport is paused. The same timeou
 connection the upstream closed as the request went out is retried once on a new one, as
 :meth:`UpstreamPool.request` does.
 
+A request's body (one with a ``Content-Length``) is written to the upstream as the client's
+reads bring it, held while a connection is being made (reading from the client paused past
+64 KiB, and while the upstream does not read); an answer that comes before the body's end
+stops it, and that connection is not used again.
+
 Which requests are relayed is the protocol's choice (see ``inline.py``): plain HTTP/1.1
-requests without a body. The rest, and every request of a server whose uvicorn lacks what the
-protocol reads, go through ASGI as before.
+requests with no body or a ``Content-Length`` one. The rest, and every request of a server
+whose uvicorn lacks what the protocol reads, go through ASGI as before.
 """
 
 from __future__ import annotations
@@ -44,7 +49,10 @@ __all__ = ["Relay"]
 
 log = logging.getLogger("regiongate.proxy")
 
-# Methods sent again after the keep-alive race (RFC 9110 9.2.2); relayed requests have no body.
+# Body bytes held for an upstream connection being made before the client is paused (as
+# uvicorn holds a request body for an ASGI app).
+_HIGH_WATER: Final = 65536
+# Methods sent again after the keep-alive race (RFC 9110 9.2.2), when they have no body.
 _IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _NO_BODY_STATUS: Final = (204, 304)
 
@@ -73,6 +81,7 @@ class Relay:
         method: bytes,
         head: bytes,
         keep_alive: bool,
+        length: int = 0,
     ) -> None:
         self.protocol = protocol
         self.proxy = proxy
@@ -88,6 +97,14 @@ class Relay:
         self.started = False
         self.chunked = False
         self.retried = False
+        # The request's body (its Content-Length): sent as it arrives; held while there is no
+        # connection yet, reading from the client paused when too much is held or the
+        # upstream does not read.
+        self.has_body = length > 0
+        self.body_done = not self.has_body
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.client_paused = False
         self.last = 0.0  # when the upstream last moved (read_timeout counts from it)
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -125,11 +142,58 @@ class Relay:
             return
         conn.sink = self
         self.conn = conn
-        transport.write(self.request)
+        if self.pending:
+            transport.write(b"".join([self.request, *self.pending]))
+            self.pending.clear()
+            self.pending_size = 0
+            if self.client_paused and not conn._write_paused:
+                self._resume_client()
+        else:
+            transport.write(self.request)
+        if conn._write_paused and not self.body_done:
+            self._pause_client()
         loop = asyncio.get_running_loop()
         self.last = loop.time()
         if self.timer is None:
             self.timer = loop.call_later(self.pool.read_timeout, self._expire)
+
+    def body(self, chunk: bytes) -> None:
+        """A piece of the request's body from the client."""
+        if self.response_complete:
+            return  # answered (early) or the client is gone: the rest is dropped
+        conn = self.conn
+        if conn is None:  # connecting
+            self.pending.append(chunk)
+            self.pending_size += len(chunk)
+            if self.pending_size > _HIGH_WATER:
+                self._pause_client()
+            return
+        if conn.headers_done:  # answered before the body's end: the rest is not sent
+            conn.cut = True
+            return
+        if conn.lost or conn.error is not None or conn.transport is None:
+            return  # news() answers for it
+        conn.transport.write(chunk)
+        if conn._write_paused:
+            self._pause_client()
+
+    def body_end(self) -> None:
+        self.body_done = True
+
+    def drained(self) -> None:
+        """The upstream has read what it was sent: the client's body flows again."""
+        self.last = asyncio.get_running_loop().time()
+        if self.client_paused:
+            self._resume_client()
+
+    def _pause_client(self) -> None:
+        if not self.client_paused:
+            self.client_paused = True
+            self.protocol.flow.pause_reading()
+
+    def _resume_client(self) -> None:
+        self.client_paused = False
+        self.protocol.flow.resume_reading()
 
     def news(self) -> None:
         """The upstream connection's state moved: hand on what it read, in one write."""
@@ -142,6 +206,8 @@ class Relay:
                 if conn.error is not None:
                     self._failed_before_answer(conn, conn.error)
                 return
+            if not self.body_done:
+                conn.cut = True  # answered before the body's end: the rest is not sent
             if not self._head(conn, out):
                 return
         chunks = conn.chunks
@@ -217,6 +283,7 @@ class Relay:
         self.conn = None
         if (
             not self.retried
+            and not self.has_body
             and conn.reused
             and not conn.got_bytes
             and self.method in _IDEMPOTENT
@@ -262,9 +329,14 @@ class Relay:
         loop = asyncio.get_running_loop()
         timeout = self.pool.read_timeout
         left = self.last + timeout - loop.time()
-        if left > 0 or self.protocol.flow.write_paused:
-            # The upstream moved since, or the client is the slow one (not the upstream's to
-            # answer for, as through ASGI): watch again.
+        conn = self.conn
+        if (
+            left > 0
+            or self.protocol.flow.write_paused
+            or (not self.body_done and not (conn is not None and conn._write_paused))
+        ):
+            # The upstream moved since, or the client is the slow one, reading the answer or
+            # sending the body (not the upstream's to answer for, as through ASGI): watch again.
             self.timer = loop.call_later(max(left, timeout / 10), self._expire)
             return
         exc = TimeoutError("the upstream did not answer in time")

@@ -49,9 +49,12 @@ class UpstreamBroken(ConnectionError):
 
 
 class Sink(Protocol):
-    """What reads an answer by callbacks: :meth:`news` when the connection's state moved."""
+    """What runs an exchange by callbacks: :meth:`news` when the connection's state moved,
+    :meth:`drained` when the upstream has read what it was sent."""
 
     def news(self) -> None: ...
+
+    def drained(self) -> None: ...
 
 
 class _Connection(asyncio.Protocol):
@@ -144,6 +147,8 @@ class _Connection(asyncio.Protocol):
         self._write_paused = False
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
+        if self.sink is not None:
+            self.sink.drained()
 
     # --- httptools callbacks -------------------------------------------------------------------
 
