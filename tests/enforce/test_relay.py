@@ -73,6 +73,7 @@ class Scripted:
         self.requests: list[tuple[int, bytes]] = []  # (connection number, request)
         self.connections = 0
         self.sent = 0  # bytes of /huge sent
+        self.release = threading.Event()  # /hold reads its body
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
 
@@ -120,19 +121,25 @@ class Scripted:
                         length = buf.index(b"0\r\n\r\n") + 5
                 method, target = head.split(b" ")[:2]
                 path = target.split(b"?")[0].decode()
+                if path == "/hold":  # the body is read only once the test says so
+                    self.release.wait(30)
+                    conn.settimeout(30)
                 if path == "/early":  # answered before the body is read
                     conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
                     answered += 1
-                while len(buf) < length:
+                parts, have = [buf], len(buf)  # (a list: bodies of hundreds of MB)
+                while have < length:
                     try:
-                        data = conn.recv(65536)
+                        data = conn.recv(1 << 20)
                     except TimeoutError:
                         continue
                     except OSError:
                         return
                     if not data:
                         return
-                    buf += data
+                    parts.append(data)
+                    have += len(data)
+                buf = b"".join(parts)
                 body, buf = buf[:length], buf[length:]
                 self.requests.append((number, head + b"\r\n\r\n" + body))
                 if path == "/early":
@@ -518,3 +525,49 @@ def test_an_answer_before_the_body_ends_it(tiny_snapshot_path: Path) -> None:
     assert answer == reference and paths == []
     assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b'{"ok":true}')
     assert [n for n, _ in upstream] == [n for n, _ in ref_upstream] == [2]  # /cl, anew
+
+
+def test_an_upstream_that_does_not_read_holds_the_client_back(tiny_snapshot_path: Path) -> None:
+    """While the upstream does not read the body, the gateway stops reading it from the
+    client: what the client manages to send stays within the sockets' buffers. Then all of it
+    arrives."""
+    size = 256 * 1024 * 1024
+    with (
+        scripted() as up,
+        gateway(tiny_snapshot_path, inline=True, upstream=f"http://127.0.0.1:{up.port}") as (
+            port,
+            counter,
+            _,
+        ),
+        socket.create_connection(("127.0.0.1", port), timeout=30) as s,
+    ):
+        progress = [0]
+
+        def upload() -> None:
+            s.sendall(get("/hold", US, f"Content-Length: {size}", CLOSE, method="PUT"))
+            piece = b"u" * 65536
+            for _ in range(size // len(piece)):
+                s.sendall(piece)
+                progress[0] += len(piece)
+
+        sender = threading.Thread(target=upload, daemon=True)
+        sender.start()
+        sent = -1
+        while sent != progress[0]:  # until the client is held back (it stops sending)
+            sent = progress[0]
+            up.stop.wait(0.5)
+        assert 0 < sent < size // 4, sent
+        up.release.set()
+        sender.join(timeout=60)
+        answer = exchange_rest(s)
+    assert counter.paths == []
+    assert progress[0] == size and answer.startswith(b"HTTP/1.1 200 ")
+    ((_, received),) = up.requests
+    assert len(received.partition(b"\r\n\r\n")[2]) == size
+
+
+def exchange_rest(s: socket.socket) -> bytes:
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
