@@ -67,6 +67,47 @@ def test_batches_reach_the_store(sqlite_store: Store, tmp_path: Path) -> None:
     assert sink.spooled == 0 and not (tmp_path / "spool" / "events.spool").exists()
 
 
+class SlowStore:
+    """The SQLite store, with each batch taking ``delay`` seconds longer to write."""
+
+    def __init__(self, store: Store, delay: float) -> None:
+        self.store = store
+        self.delay = delay
+
+    def add_events(self, batch: list[Event]) -> int:
+        time.sleep(self.delay)
+        return self.store.add_events(batch)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+
+def test_a_steady_stream_is_written_in_batches_per_interval(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """Under a steady stream, what arrives while a batch is written waits for the next
+    interval (with what comes meanwhile) instead of going out at once as a batch of a few:
+    at most one partial batch per flush interval, however long each write takes."""
+    written: list[int] = []
+    interval, delay = 0.1, 0.01
+    sink = EventSink(SlowStore(sqlite_store, delay), tmp_path / "spool",  # type: ignore[arg-type]
+                     batch_size=10_000, flush_interval=interval,
+                     on_written=lambda b: written.append(len(b)))  # fmt: skip
+    sink.start()
+    events = make_events(1200)
+    started = time.monotonic()
+    for i, e in enumerate(events):
+        sink.put(e)
+        if i % 10 == 9:
+            time.sleep(0.005)  # ~2,000 events a second for ~0.6 s
+    assert sink.flush(20)
+    elapsed = time.monotonic() - started
+    sink.close()
+    assert sum(written) == 1200 == sqlite_store.count_events()
+    # Writing whatever was queued after each write made a batch every ~delay seconds.
+    assert len(written) <= elapsed / interval + 2, (len(written), elapsed, written)
+
+
 def test_outage_spools_and_replays_exactly(
     pg_behind_outage: tuple[SQLStore, Outage], tmp_path: Path
 ) -> None:
