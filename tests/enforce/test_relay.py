@@ -8,6 +8,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import httptools
 import pytest
 
-from tests.enforce.servers import free_port
+from tests.enforce.servers import free_port, serve_app
 from tests.enforce.test_inline import (
     CLOSE,
     US,
@@ -26,6 +27,7 @@ from tests.enforce.test_inline import (
     request,
     without_date,
 )
+from tests.enforce.upstreams import Control, controlled_upstream
 
 CN = "4.0.0.1"
 HUGE = 256 * 1024 * 1024
@@ -571,3 +573,33 @@ def exchange_rest(s: socket.socket) -> bytes:
     while chunk := s.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_a_graceful_shutdown_lets_a_relayed_stream_finish(tiny_snapshot_path: Path) -> None:
+    """Shutting down while a relayed answer streams: the answer ends whole, then the
+    connection closes (as uvicorn's own request cycle ends under a graceful shutdown)."""
+    control = Control()
+    with (
+        serve_app(controlled_upstream(control)) as up,
+        gateway(tiny_snapshot_path, inline=True, upstream=f"http://127.0.0.1:{up}") as (
+            port,
+            counter,
+            server,
+        ),
+        socket.create_connection(("127.0.0.1", port), timeout=20) as s,
+    ):
+        s.sendall(get("/gated/stream"))
+        seen = b""
+        while b'data: {"n": 1}' not in seen:
+            chunk = s.recv(65536)
+            assert chunk, seen
+            seen += chunk
+        server.should_exit = True
+        (protocol,) = server.server_state.connections
+        while protocol.cycle.keep_alive:  # until the server has asked the connection to end
+            time.sleep(0.05)
+        control.first_chunk_seen.set()
+        while chunk := s.recv(65536):  # to the end: the server closes the connection
+            seen += chunk
+    assert counter.paths == []
+    assert seen.startswith(b"HTTP/1.1 200 ") and seen.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
