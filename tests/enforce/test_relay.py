@@ -123,6 +123,20 @@ class Scripted:
                         length = buf.index(b"0\r\n\r\n") + 5
                 method, target = head.split(b" ")[:2]
                 path = target.split(b"?")[0].decode()
+                if path == "/late":  # the answer comes a while after the body
+                    conn.settimeout(30)
+                    parts, have = [buf], len(buf)
+                    while have < length:
+                        data = conn.recv(65536)
+                        parts.append(data)
+                        have += len(data)
+                    buf = b"".join(parts)
+                    self.requests.append((number, head + b"\r\n\r\n" + buf[:length]))
+                    buf = buf[length:]
+                    self.stop.wait(0.4)
+                    conn.sendall(ANSWERS["/cl"])
+                    conn.settimeout(0.1)
+                    continue
                 if path == "/hold":  # the body is read only once the test says so
                     self.release.wait(30)
                     conn.settimeout(30)
@@ -171,7 +185,9 @@ class Scripted:
                     answer = ANSWERS["/cl"]
                 if method == b"HEAD":
                     answer = answer.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+                conn.settimeout(20)  # (a loaded machine may read slowly)
                 conn.sendall(answer)
+                conn.settimeout(0.1)
                 answered += 1
                 if path in CLOSING:
                     return
@@ -425,6 +441,16 @@ def test_upstream_down_and_slow_are_the_asgi_answers(tiny_snapshot_path: Path) -
     )
     assert answer == reference and paths == []
     assert answer.startswith(b"HTTP/1.1 504 ") and b'"code":"upstream_timeout"' in answer
+    # A failed relay's answer is framed for its own request, not for the one pipelined
+    # behind it (a 502 to a GET has its body; to a HEAD, none).
+    data2 = get("/cl") + get("/cl", US, method="HEAD") + get("/cl", US, CLOSE, method="HEAD")
+    data2 += get("/cl", US, method="HEAD")  # (after the close: unanswered)
+    (reference, _, _, _), (answer, paths, _, _) = run_both(tiny_snapshot_path, data2, down)
+    assert answer == reference and paths == ["/cl", "/cl"]
+    data2 = get("/cl", US, method="HEAD") + get("/cl", US, CLOSE)
+    (reference, _, _, _), (answer, paths, _, _) = run_both(tiny_snapshot_path, data2, down)
+    assert answer == reference and paths == ["/cl"]
+    assert answer.count(b"HTTP/1.1 502 ") == 2 and answer.count(b'"code":"bad_gateway"') == 1
     data = [get("/stall", US), get("/cl")]
     (reference, _, _, ref_served), (answer, paths, _, served) = run_both(
         tiny_snapshot_path, data, upstream_read_timeout=0.3
@@ -517,8 +543,9 @@ def test_an_answer_before_the_body_ends_it(tiny_snapshot_path: Path) -> None:
     """The upstream answers (413) before it has read the body: the answer is the client's,
     the rest of the body is not sent, that upstream connection is not used again, and the
     client's connection goes on with its next request."""
+    size = 32 * 1024 * 1024  # more than the sockets buffer: the answer comes mid-body
     data = [
-        get("/early", US, "Content-Length: 8388608", method="POST") + b"e" * 8388608,
+        get("/early", US, f"Content-Length: {size}", method="POST") + b"e" * size,
         get("/cl", US, CLOSE),
     ]
     (reference, _, ref_upstream, _), (answer, paths, upstream, _) = run_both(
@@ -603,3 +630,37 @@ def test_a_graceful_shutdown_lets_a_relayed_stream_finish(tiny_snapshot_path: Pa
             seen += chunk
     assert counter.paths == []
     assert seen.startswith(b"HTTP/1.1 200 ") and seen.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+def test_the_read_timeout_counts_from_the_end_of_a_slow_upload(tiny_snapshot_path: Path) -> None:
+    """A body sent slowly: the upstream's time to answer counts from the body's end (as
+    through ASGI, where the wait for the answer starts after the last write), not from the
+    request's head."""
+    head = get("/late", US, "Content-Length: 4", method="POST")
+    answers = []
+    for inline in (False, True):
+        with (
+            scripted() as up,
+            gateway(
+                tiny_snapshot_path,
+                inline=inline,
+                upstream=f"http://127.0.0.1:{up.port}",
+                server={"upstream_read_timeout": 1.0},
+            ) as (port, counter, _),
+            socket.create_connection(("127.0.0.1", port), timeout=20) as s,
+        ):
+            s.sendall(head)
+            time.sleep(0.9)  # the upstream then answers 0.4 s after the body: 1.3 s in all
+            s.sendall(b"body")
+            answer = _Answer(head=False)
+            parser = httptools.HttpResponseParser(answer)
+            raw = b""
+            while not answer.done:
+                chunk = s.recv(65536)
+                assert chunk, raw
+                raw += chunk
+                parser.feed_data(chunk)
+            answers.append(without_date(raw))
+            assert bool(counter.paths) is not inline
+    assert answers[0] == answers[1]
+    assert answers[1].startswith(b"HTTP/1.1 200 ")

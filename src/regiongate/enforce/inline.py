@@ -169,7 +169,7 @@ class InlineDecisions(HttpToolsProtocol):
         except Exception:
             self._raised()
         else:
-            self.write_answer(*answer, keep_alive)
+            self.write_answer(*answer, keep_alive, parser.get_method() == b"HEAD")
         self.on_response_complete()  # counts it, arms the keep-alive timer, reads on
         return True
 
@@ -202,20 +202,21 @@ class InlineDecisions(HttpToolsProtocol):
             self._raised()
             self.on_response_complete()
             return True
-        length = 0
-        for name, value in headers:
-            if name == b"content-length":
-                length = int(value)  # (the parser has checked it)
         if answer is not None:  # a body that follows is read and dropped, as through ASGI
-            self.write_answer(*answer, keep_alive)
+            self.write_answer(*answer, keep_alive, parser.get_method() == b"HEAD")
             self.on_response_complete()
             return True
         # As the middleware forwards an allowed request: the client's X-Regiongate-* dropped,
         # the verdict's added; then as the proxy forwards it.
-        for name, _ in headers:
-            if name in _OWN_HEADERS:
-                headers = [h for h in headers if h[0] not in _OWN_HEADERS]
-                break
+        length = 0
+        own = False
+        for name, value in headers:
+            if name == b"content-length":
+                length = int(value)  # (the parser has checked it)
+            elif name in _OWN_HEADERS:
+                own = True
+        if own:
+            headers = [h for h in headers if h[0] not in _OWN_HEADERS]
         proxy = gateway.proxy
         if proxy is None:  # (not with _relaying)
             return False
@@ -235,7 +236,8 @@ class InlineDecisions(HttpToolsProtocol):
         """As uvicorn answers an ASGI app that raised: logged, 500, connection closed. Not run
         again through ASGI: what it did before it raised (an event) stays done once."""
         log.exception("Exception in the gateway's decision")
-        self.write_answer(500, _ERROR_HEADERS, b"Internal Server Error", False)
+        head = self.parser.get_method() == b"HEAD"
+        self.write_answer(500, _ERROR_HEADERS, b"Internal Server Error", False, head)
 
     def write_answer(
         self,
@@ -243,8 +245,11 @@ class InlineDecisions(HttpToolsProtocol):
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes,
         keep_alive: bool,
+        head: bool,
     ) -> None:
-        """Write a whole answer (as uvicorn writes one an ASGI app sends)."""
+        """Write a whole answer (as uvicorn writes one an ASGI app sends); ``head``: to a
+        ``HEAD`` request (no body). Given, not read from the parser: an answer written later
+        (a relay's 502) may find the parser at a pipelined request behind it."""
         out = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             out += (name, b": ", value, b"\r\n")
@@ -253,7 +258,7 @@ class InlineDecisions(HttpToolsProtocol):
         if not keep_alive:
             out.append(b"connection: close\r\n")
         out.append(b"\r\n")
-        if body and self.parser.get_method() != b"HEAD":
+        if body and not head:
             out.append(body)
         transport = self.transport
         transport.write(b"".join(out))

@@ -174,11 +174,15 @@ class Relay:
         if conn.lost or conn.error is not None or conn.transport is None:
             return  # news() answers for it
         conn.transport.write(chunk)
+        self.last = asyncio.get_running_loop().time()
         if conn._write_paused:
             self._pause_client()
 
     def body_end(self) -> None:
+        """The body is all read (the upstream's read timeout counts from here, as through
+        ASGI, where the wait for the answer starts after the last write)."""
         self.body_done = True
+        self.last = asyncio.get_running_loop().time()
 
     def drained(self) -> None:
         """The upstream has read what it was sent: the client's body flows again."""
@@ -206,8 +210,14 @@ class Relay:
                 if conn.error is not None:
                     self._failed_before_answer(conn, conn.error)
                 return
-            if not self.body_done:
-                conn.cut = True  # answered before the body's end: the rest is not sent
+            if (
+                not self.body_done
+                or conn._write_paused
+                or (conn.transport is not None and conn.transport.get_write_buffer_size())
+            ):
+                # Answered before the body's end, or with some of it still to go out: the
+                # rest is not the upstream's to read, and the connection is not reused.
+                conn.cut = True
             if not self._head(conn, out):
                 return
         chunks = conn.chunks
@@ -307,7 +317,7 @@ class Relay:
         self.proxy.on_error(code)
         log.warning("upstream error (%s): %r", code, exc)
         status, headers, body = json_response(status, error_body(message, "upstream_error", code))
-        self.protocol.write_answer(status, headers, body, self.keep_alive)
+        self.protocol.write_answer(status, headers, body, self.keep_alive, self.is_head)
         self._finish()
 
     def _failed_after_start(self, code: str, exc: BaseException) -> None:
@@ -315,12 +325,7 @@ class Relay:
         a truncated answer rather than a false end."""
         self.proxy.on_error(code)
         log.warning("upstream failed mid-response: %r", exc)
-        self.response_complete = True  # (not counted as served, as uvicorn counts)
-        self._stop()
-        protocol = self.protocol
-        if protocol._relay is self:
-            protocol._relay = None
-        protocol.transport.close()
+        self._finish(served=False)
 
     def _expire(self) -> None:
         self.timer = None
@@ -347,17 +352,19 @@ class Relay:
             self.pool.release(conn)  # not complete: closed
             self._refuse(504, "upstream_timeout", "The upstream did not answer in time", exc)
 
-    def _finish(self) -> None:
+    def _finish(self, *, served: bool = True) -> None:
         """The exchange is over: the connection goes back to the pool (or is closed), and the
-        client's protocol reads on (or closes)."""
+        client's protocol reads on or closes (it closes when the answer was not ``served``
+        whole, which uvicorn does not count as a response)."""
         self.response_complete = True
         self._stop()
         protocol = self.protocol
         if protocol._relay is self:
             protocol._relay = None
-        if not self.keep_alive:
+        if not (served and self.keep_alive):
             protocol.transport.close()
-        protocol.on_response_complete()
+        if served:
+            protocol.on_response_complete()
 
     def client_gone(self) -> None:
         """The client closed its connection: the exchange stops, its connection closed."""
