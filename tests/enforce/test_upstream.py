@@ -304,6 +304,28 @@ def test_connections_are_capped_and_waiters_served() -> None:
     assert run(keep_answering, test, max_connections=2) == [0, 1]
 
 
+def test_waiters_come_before_requests_that_take_an_idle_connection() -> None:
+    """With every connection in use, a request that waits is served before one that comes
+    later and asks for an idle connection without waiting (the gateway's relay does that):
+    the room a release makes is the waiter's."""
+
+    async def test(pool: UpstreamPool, seen: list[int]) -> None:
+        held = await pool.acquire()
+        waiter = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0.01)  # waiting now: the only connection is held
+        held.complete = held.keep_alive = True  # (as after a whole exchange)
+        pool.release(held)
+        assert pool.take_idle() is None  # not while a woken waiter has not taken it
+        got = await waiter
+        assert got is held and got.reused
+        assert pool.take_idle() is None  # in use again
+        got.complete = got.keep_alive = True
+        pool.release(got)
+        assert pool.take_idle() is got  # nobody waits: taken at once
+
+    assert run(keep_answering, test, max_connections=1) == [0]
+
+
 def test_cannot_connect_is_an_oserror() -> None:
     async def main() -> None:
         pool = UpstreamPool("http://127.0.0.1:9", connect_timeout=2)

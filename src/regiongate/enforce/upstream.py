@@ -347,12 +347,16 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
         self._open = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._woken = 0  # waiters told of room that have not yet taken it
         self._closed = False
 
     # --- connections ---------------------------------------------------------------------------
 
-    def take_idle(self) -> _Connection | None:
-        """A kept-alive connection ready for a request, if one is idle (no waiting)."""
+    def take_idle(self, *, turn: bool = False) -> _Connection | None:
+        """A kept-alive connection ready for a request, if one is idle (no waiting). Not
+        while requests wait for one (they come first), unless it is one of them (``turn``)."""
+        if (self._waiting or self._woken) and not turn:
+            return None
         now = asyncio.get_running_loop().time()
         while self._idle:
             conn = self._idle.pop()  # the most recently used: the least likely to be stale
@@ -367,23 +371,31 @@ class UpstreamPool:
 
     async def acquire(self) -> _Connection:
         """A connection for one exchange: an idle one, a new one, or the next one released
-        when ``max_connections`` are open. Hand it back with :meth:`release`."""
+        when ``max_connections`` are open (first come, first served). Hand it back with
+        :meth:`release`."""
+        woken = False
         while True:
-            conn = self.take_idle()
+            conn = self.take_idle(turn=woken)
             if conn is not None:
                 return conn
-            if self._open < self.max_connections:
+            if self._open < self.max_connections and (woken or not (self._waiting or self._woken)):
                 return await self._connect()
             waiter = asyncio.get_running_loop().create_future()
-            self._waiting.append(waiter)
+            if woken:  # woken, and the room taken meanwhile: first in line again
+                self._waiting.appendleft(waiter)
+            else:
+                self._waiting.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
                 if waiter in self._waiting:
                     self._waiting.remove(waiter)
                 elif waiter.done() and not waiter.cancelled():
+                    self._woken -= 1
                     self._wake_one()  # woken, then cancelled: the room goes to the next
                 raise
+            self._woken -= 1
+            woken = True
 
     async def _connect(self) -> _Connection:
         if self._closed:
@@ -432,6 +444,7 @@ class UpstreamPool:
             waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
                 return
 
     async def close(self) -> None:
