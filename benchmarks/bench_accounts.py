@@ -99,8 +99,8 @@ def fig_ingest(quick: bool) -> list[dict[str, Any]]:
     rows.append({"figure": "14", "name": "event ingestion into SQLite (store.add_events)",
                  "value": rate, "unit": "/s", "baseline": "PostgreSQL store, same run",
                  "baseline_value": o, "ratio": rate / o,
-                 "note": "WAL, synchronous=NORMAL, one INSERT OR IGNORE ... SELECT FROM "
-                 "json_each(?) per batch"})  # fmt: skip
+                 "note": "WAL, synchronous=NORMAL, multi-row INSERT OR IGNORE ... VALUES "
+                 "of 256 rows (the rest in powers of two)"})  # fmt: skip
     try:
         from regiongate.accounts.store.redis import RedisStore
 

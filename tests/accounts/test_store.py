@@ -88,17 +88,12 @@ def test_event_text_survives_round_trip(store: Store) -> None:
     assert store.strike_events("org\\a\tb", 0) == (1, ["ev\\x\tq"])
 
 
-@pytest.mark.parametrize("json_functions", [True, False])
-def test_sqlite_events_round_trip_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_functions: bool
-) -> None:
-    """SQLite takes a batch as one JSON array (json_each) where it has its JSON functions, and
-    through executemany where it has not: either way every field comes back as it went in,
-    times to the last bit."""
+@pytest.mark.parametrize("n", [1, 255, 256, 2001])
+def test_sqlite_events_round_trip_exactly(tmp_path: Path, n: int) -> None:
+    """SQLite takes a batch as multi-row INSERTs of a few fixed sizes: every field comes back
+    as it went in (times to the last bit, in order), and a replay inserts nothing."""
     from regiongate.accounts.store import sql
 
-    if not json_functions:  # an SQLite built without them
-        monkeypatch.setattr(sql, "_SQLITE_JSON_PROBE", "SELECT no_such_function()")
     store = store_from_url(f"sqlite:///{tmp_path}/events.db")  # the schema made
     assert isinstance(store, sql.SQLStore)
     rng = random.Random(7)
@@ -115,7 +110,7 @@ def test_sqlite_events_round_trip_exactly(
             bool(i % 2),
             'user="x";lang=zh' * (i % 2),
         )
-        for i in range(2000)
+        for i in range(n - 1)
     ]
     batch.append(Event("ev-tiny", "org-a", "k", 5e-324, "CN", "", "allow", "", False))
     assert store.add_events(batch) == len(batch)
@@ -126,8 +121,16 @@ def test_sqlite_events_round_trip_exactly(
             "FROM rg_events ORDER BY rowid"
         ).fetchall()
     assert [Event(*r[:8], bool(r[8]), r[9]) for r in rows] == batch
-    assert store._sqlite_json is json_functions
     store.close()
+
+
+def test_sqlite_event_statements_are_few() -> None:
+    from regiongate.accounts.store.sql import _EVENT_ROWS, _chunk_sizes
+
+    sizes = {n: _chunk_sizes(n) for n in range(0, 3 * _EVENT_ROWS)}
+    assert all(sum(s) == n for n, s in sizes.items())
+    used = {size for s in sizes.values() for size in s}
+    assert max(used) == _EVENT_ROWS and len(used) <= _EVENT_ROWS.bit_length()
 
 
 def test_strike_window(store: Store) -> None:

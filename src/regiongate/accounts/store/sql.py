@@ -12,12 +12,15 @@ a racing second insert does nothing, and its caller refreshes the winner's revie
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -90,7 +93,6 @@ class SQLStore:
             raise ValueError(f"store URL {url!r}: {exc}") from None
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _on_sqlite_connect)
-        self._sqlite_json: bool | None = None  # SQLite has JSON functions (None: not asked)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -277,22 +279,16 @@ class SQLStore:
 
         def go(conn: Connection) -> int:
             before = conn.exec_driver_sql("SELECT total_changes()").scalar_one()
-            if self._sqlite_json is None:
-                self._sqlite_json = _has_sqlite_json(conn)
-            if self._sqlite_json:
-                # The batch as one JSON parameter, inserted by one statement: SQLite runs it
-                # in one step with the GIL released. executemany takes the GIL back for every
-                # row, and in the gateway every hand-over delays the event loop (figure 15,
-                # A/B: 0.64-0.69x against 0.63-0.64x; docs/performance.md). Floats cross as
-                # their shortest repr, which SQLite reads back exactly (tested).
-                conn.exec_driver_sql(_INSERT_EVENTS_JSON, (json.dumps(rows),))
-            else:  # one prepared statement: ~10x faster than a compiled multi-VALUES
-                conn.exec_driver_sql(
-                    "INSERT OR IGNORE INTO rg_events "
-                    "(id, org, key_id, at, territory, flags, action, rule, strike, detail) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,  # an Event is the row, fields in column order
-                )
+            # Multi-row VALUES statements of fixed sizes (a few prepared statements, kept in
+            # the driver's cache): the rows are bound in C and each statement is one step with
+            # the GIL released. executemany takes the GIL back for every row, and a JSON array
+            # through json_each costs 2.7x the CPU (json_extract parses each row's array ten
+            # times); figure 15, docs/performance.md.
+            start, n = 0, len(rows)
+            for size in _chunk_sizes(n):
+                part = rows[start : start + size]
+                conn.exec_driver_sql(_insert_events_sql(size), tuple(chain.from_iterable(part)))
+                start += size
             return int(conn.exec_driver_sql("SELECT total_changes()").scalar_one() - before)
 
         return self._run(go)
@@ -613,24 +609,31 @@ def _copy_data(batch: Sequence[Event]) -> str:
     return buf.getvalue()
 
 
-# An Event is a JSON array of its fields in column order; json_each walks the batch's arrays.
-_INSERT_EVENTS_JSON = (
-    "INSERT OR IGNORE INTO rg_events "
-    "(id, org, key_id, at, territory, flags, action, rule, strike, detail) SELECT "
-    "json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-    "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
-    "json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'), "
-    "json_extract(value, '$[9]') FROM json_each(?)"
-)
-_SQLITE_JSON_PROBE = "SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')"
+# Rows per multi-row INSERT: 256 x 10 columns = 2,560 parameters, within SQLite's limit of
+# 32,766 (3.32 and later; 999 before, where 64 rows fit).
+_EVENT_ROWS: Final = 256 if sqlite3.sqlite_version_info >= (3, 32) else 64
+_EVENT_COLUMNS: Final = "(id, org, key_id, at, territory, flags, action, rule, strike, detail)"
 
 
-def _has_sqlite_json(conn: Connection) -> bool:
-    """Whether this SQLite has its JSON functions (built in since 3.38, an option before)."""
-    try:
-        return bool(conn.exec_driver_sql(_SQLITE_JSON_PROBE).scalar_one() == 1)
-    except sa_exc.OperationalError:
-        return False
+def _chunk_sizes(n: int) -> list[int]:
+    """``n`` rows as full statements of ``_EVENT_ROWS``, then the rest in powers of two: a
+    batch of any size uses at most a few distinct statements (each prepared once)."""
+    sizes = [_EVENT_ROWS] * (n // _EVENT_ROWS)
+    rest = n % _EVENT_ROWS
+    bit = _EVENT_ROWS
+    while rest:
+        bit >>= 1
+        if rest & bit:
+            sizes.append(bit)
+            rest -= bit
+    return sizes
+
+
+@functools.cache
+def _insert_events_sql(rows: int) -> str:
+    """INSERT OR IGNORE of ``rows`` events (an Event is the row: fields in column order)."""
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * rows)
+    return f"INSERT OR IGNORE INTO rg_events {_EVENT_COLUMNS} VALUES {values}"  # noqa: S608 (placeholders only)
 
 
 def _bounded(batch: Sequence[Event]) -> Sequence[Event]:
