@@ -171,25 +171,38 @@ def test_inline_decisions_are_counted(tiny_snapshot_path: Path) -> None:
     assert any(line.startswith("regiongate_decisions_total") for line in blocked), metrics
 
 
-def test_a_request_behind_an_inline_answer_keeps_its_connection(tiny_snapshot_path: Path) -> None:
-    """An inline answer arms the keep-alive timer; a request read with it (here a stream the
-    upstream holds open) must disarm it, or the connection is cut mid-response."""
+@contextlib.contextmanager
+def held_stream(
+    snapshot: Path, data: bytes
+) -> Iterator[tuple[Control, Counting, Any, socket.socket, bytes]]:
+    """The inline gateway in front of an upstream whose /gated/stream holds its answer after
+    the first event until the test sets ``control.first_chunk_seen``; ``data`` sent on one
+    connection, read until that first event. Yields (control, counter, server, the client's
+    socket, what it has read)."""
     control = Control()
     with (
         serve_app(controlled_upstream(control)) as up,
-        gateway(tiny_snapshot_path, inline=True, upstream=f"http://127.0.0.1:{up}") as (
+        gateway(snapshot, inline=True, upstream=f"http://127.0.0.1:{up}") as (
             port,
             counter,
             server,
         ),
         socket.create_connection(("127.0.0.1", port), timeout=20) as s,
     ):
-        s.sendall(request(DECIDE, US) + request("/gated/stream", US, CLOSE))
+        s.sendall(data)
         seen = b""
         while b'data: {"n": 1}' not in seen:
             chunk = s.recv(65536)
             assert chunk, seen
             seen += chunk
+        yield control, counter, server, s, seen
+
+
+def test_a_request_behind_an_inline_answer_keeps_its_connection(tiny_snapshot_path: Path) -> None:
+    """An inline answer arms the keep-alive timer; a request read with it (here a stream the
+    upstream holds open) must disarm it, or the connection is cut mid-response."""
+    data = request(DECIDE, US) + request("/gated/stream", US, CLOSE)
+    with held_stream(tiny_snapshot_path, data) as (control, counter, server, s, seen):
         # The stream is under way, its upstream waiting on the test: the connection is busy.
         (protocol,) = server.server_state.connections
         assert protocol.timeout_keep_alive_task is None

@@ -16,18 +16,18 @@ from typing import Any
 import httptools
 import pytest
 
-from tests.enforce.servers import free_port, serve_app
+from tests.enforce.servers import free_port
 from tests.enforce.test_inline import (
     CLOSE,
     US,
     exchange,
     gateway,
+    held_stream,
     keyed,
     keyed_gateway,
     request,
     without_date,
 )
-from tests.enforce.upstreams import Control, controlled_upstream
 
 CN = "4.0.0.1"
 HUGE = 256 * 1024 * 1024
@@ -605,22 +605,13 @@ def exchange_rest(s: socket.socket) -> bytes:
 def test_a_graceful_shutdown_lets_a_relayed_stream_finish(tiny_snapshot_path: Path) -> None:
     """Shutting down while a relayed answer streams: the answer ends whole, then the
     connection closes (as uvicorn's own request cycle ends under a graceful shutdown)."""
-    control = Control()
-    with (
-        serve_app(controlled_upstream(control)) as up,
-        gateway(tiny_snapshot_path, inline=True, upstream=f"http://127.0.0.1:{up}") as (
-            port,
-            counter,
-            server,
-        ),
-        socket.create_connection(("127.0.0.1", port), timeout=20) as s,
+    with held_stream(tiny_snapshot_path, get("/gated/stream")) as (
+        control,
+        counter,
+        server,
+        s,
+        seen,
     ):
-        s.sendall(get("/gated/stream"))
-        seen = b""
-        while b'data: {"n": 1}' not in seen:
-            chunk = s.recv(65536)
-            assert chunk, seen
-            seen += chunk
         server.should_exit = True
         (protocol,) = server.server_state.connections
         while protocol.cycle.keep_alive:  # until the server has asked the connection to end

@@ -28,7 +28,14 @@ from regiongate.enforce.asgi import Message, Receive, Scope, Send
 from regiongate.enforce.responses import error_body, send_json
 from regiongate.enforce.upstream import UpstreamPool, UpstreamResponse
 
-__all__ = ["HOP_BY_HOP", "ReverseProxy", "UpstreamError", "forward_headers", "hop_by_hop"]
+__all__ = [
+    "HOP_BY_HOP",
+    "ReverseProxy",
+    "UpstreamError",
+    "forward_headers",
+    "hop_by_hop",
+    "upstream_failure",
+]
 
 log = logging.getLogger("regiongate.proxy")
 
@@ -108,6 +115,16 @@ def forward_headers(
         out.append((b"x-forwarded-host", host))
     out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
     return out
+
+
+def upstream_failure(exc: BaseException) -> tuple[int, str, dict[str, Any]]:
+    """What a client is answered when the upstream failed before its answer started (status,
+    error code, JSON body): 504 for a timeout, else 502 (cannot connect, reset, not HTTP)."""
+    if isinstance(exc, TimeoutError):
+        status, code, message = 504, "upstream_timeout", "The upstream did not answer in time"
+    else:
+        status, code, message = 502, "bad_gateway", "The upstream is unavailable"
+    return status, code, error_body(message, "upstream_error", code)
 
 
 # How long an exchange runs before a task starts watching for the client's disconnect.
@@ -302,25 +319,20 @@ class ReverseProxy:
             async for chunk in response.body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError as exc:
-            await self._fail(
-                send, started, 504, "upstream_timeout", "The upstream did not answer in time", exc
-            )
-        except OSError as exc:  # cannot connect, reset, closed, not HTTP (UpstreamBroken)
-            await self._fail(send, started, 502, "bad_gateway", "The upstream is unavailable", exc)
+        except OSError as exc:  # timed out; cannot connect, reset, closed, not HTTP
+            await self._fail(send, started, exc)
         finally:
             if response is not None:
                 response.release()
 
-    async def _fail(
-        self, send: Send, started: bool, status: int, code: str, message: str, exc: BaseException
-    ) -> None:
+    async def _fail(self, send: Send, started: bool, exc: BaseException) -> None:
+        status, code, body = upstream_failure(exc)
         self.on_error(code)
         if started:
             log.warning("upstream failed mid-response: %r", exc)
             raise UpstreamError(str(exc)) from exc
         log.warning("upstream error (%s): %r", code, exc)
-        await send_json(send, status, error_body(message, "upstream_error", code))
+        await send_json(send, status, body)
 
     # --- WebSocket -----------------------------------------------------------------------------
 

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Final
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
-from regiongate.enforce.proxy import hop_by_hop
-from regiongate.enforce.responses import error_body, json_response
-from regiongate.enforce.upstream import UpstreamBroken
+from regiongate.enforce.proxy import hop_by_hop, upstream_failure
+from regiongate.enforce.responses import json_response
+from regiongate.enforce.upstream import IDEMPOTENT, UpstreamBroken
 
 if TYPE_CHECKING:
     from regiongate.enforce.inline import InlineDecisions
@@ -52,8 +52,6 @@ log = logging.getLogger("regiongate.proxy")
 # Body bytes held for an upstream connection being made before the client is paused (as
 # uvicorn holds a request body for an ASGI app).
 _HIGH_WATER: Final = 65536
-# Methods sent again after the keep-alive race (RFC 9110 9.2.2), when they have no body.
-_IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _NO_BODY_STATUS: Final = (204, 304)
 
 
@@ -122,11 +120,8 @@ class Relay:
         """No idle connection: wait for one (a new one, or one released when the pool is full)."""
         try:
             conn = await self.pool.acquire()
-        except TimeoutError as exc:
-            self._refuse(504, "upstream_timeout", "The upstream did not answer in time", exc)
-            return
-        except Exception as exc:  # OSError: cannot connect (anything else: logged as well)
-            self._refuse(502, "bad_gateway", "The upstream is unavailable", exc)
+        except Exception as exc:  # OSError: timed out, cannot connect (else: logged as well)
+            self._refuse(exc)
             return
         self.task = None
         if self.disconnected:
@@ -296,7 +291,7 @@ class Relay:
             and not self.has_body
             and conn.reused
             and not conn.got_bytes
-            and self.method in _IDEMPOTENT
+            and self.method.decode("latin-1") in IDEMPOTENT
             and isinstance(exc, UpstreamBroken)
         ):
             # A kept-alive connection the upstream closed as this request went out: sent
@@ -304,20 +299,18 @@ class Relay:
             self.retried = True
             self.task = asyncio.get_running_loop().create_task(self._connect())
             return
-        if isinstance(exc, TimeoutError):
-            self._refuse(504, "upstream_timeout", "The upstream did not answer in time", exc)
-        else:
-            self._refuse(502, "bad_gateway", "The upstream is unavailable", exc)
+        self._refuse(exc)
 
-    def _refuse(self, status: int, code: str, message: str, exc: BaseException) -> None:
+    def _refuse(self, exc: BaseException) -> None:
         """The upstream failed before its answer started: the JSON error is the client's."""
         self.task = None
         if self.response_complete:
             return
+        status, code, body = upstream_failure(exc)
         self.proxy.on_error(code)
         log.warning("upstream error (%s): %r", code, exc)
-        status, headers, body = json_response(status, error_body(message, "upstream_error", code))
-        self.protocol.write_answer(status, headers, body, self.keep_alive, self.is_head)
+        status, headers, data = json_response(status, body)
+        self.protocol.write_answer(status, headers, data, self.keep_alive, self.is_head)
         self._finish()
 
     def _failed_after_start(self, code: str, exc: BaseException) -> None:
@@ -350,7 +343,7 @@ class Relay:
         elif self.conn is not None:
             conn, self.conn = self.conn, None
             self.pool.release(conn)  # not complete: closed
-            self._refuse(504, "upstream_timeout", "The upstream did not answer in time", exc)
+            self._refuse(exc)
 
     def _finish(self, *, served: bool = True) -> None:
         """The exchange is over: the connection goes back to the pool (or is closed), and the

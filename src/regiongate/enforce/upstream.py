@@ -32,12 +32,12 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["Sink", "UpstreamBroken", "UpstreamPool", "UpstreamResponse"]
+__all__ = ["IDEMPOTENT", "Sink", "UpstreamBroken", "UpstreamPool", "UpstreamResponse"]
 
 # Response bytes held for a slow client before reading from the upstream pauses.
 _HIGH_WATER: Final = 1 << 20
 # Methods sent again after the keep-alive race (RFC 9110 9.2.2).
-_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # An idle connection older than this is closed rather than reused: upstreams close idle
 # keep-alive connections (gunicorn after 2 s, uvicorn 5 s, nginx 75 s), and a request with a
 # body sent on one that is just closing cannot be sent again.
@@ -483,7 +483,7 @@ class UpstreamPool:
                 # may have read it: it did not answer): an idempotent request without a body
                 # is sent again on a new connection, as browsers, urllib3 and nginx do.
                 if (attempt == 0 and conn.reused and not conn.got_bytes and body is None
-                        and method in _IDEMPOTENT):  # fmt: skip
+                        and method in IDEMPOTENT):  # fmt: skip
                     continue
                 raise
             except BaseException:
