@@ -1,8 +1,10 @@
 """Running the gateway with uvicorn.
 
 Why uvicorn: the gateway needs in-process lifespan hooks, a SIGHUP handler on its own event
-loop, and programmatic start-up in tests; uvicorn with uvloop and httptools gives all three.
-granian serves a plain ASGI app faster (docs/gateway.md has the same-run comparison), and
+loop, and programmatic start-up in tests; uvicorn with uvloop and httptools gives all three,
+and its protocol is where the decision endpoint is answered and plain proxied requests are
+relayed (``inline.py``, ``relay.py``), which makes it the faster server for the gateway too.
+granian serves a plain ASGI app faster (docs/gateway.md has the same-run comparisons), and
 remains an option for deployments that do not need SIGHUP reloads.
 """
 
