@@ -43,6 +43,7 @@ ANSWERS: dict[str, bytes] = {
     "/interim": b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "/hop": b"HTTP/1.1 200 OK\r\nConnection: X-Drop\r\nX-Drop: yes\r\nKeep-Alive: timeout=5\r\n"
+    b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\nServer: upstream/1.0\r\n"
     b"Proxy-Authenticate: Basic\r\nX-Keep: 1\r\nContent-Length: 2\r\n\r\nok",
     "/big": b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000,
     "/bigchunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -403,6 +404,26 @@ def test_relayed_answers_are_what_the_client_should_get(tiny_snapshot_path: Path
     assert b"x-regiongate-territory: US\r\nx-regiongate-decision: allow\r\n" in first
     assert b"x-forwarded-for: 3.0.0.1, 127.0.0.1\r\n" in first
     assert upstream[8][1].startswith(b"GET /query?a=1&b=%20x HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_the_upstreams_date_and_server_are_not_passed_on(
+    tiny_snapshot_path: Path, inline: bool
+) -> None:
+    """As nginx's proxy_pass: the answer has the gateway's own Date only (two would
+    contradict each other), and no Server naming what runs behind it; both paths."""
+    with (
+        scripted() as up,
+        gateway(tiny_snapshot_path, inline=inline, upstream=f"http://127.0.0.1:{up.port}") as (
+            port,
+            _,
+            _,
+        ),
+    ):
+        raw = one_by_one(port, [get("/hop", US, CLOSE)])
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    assert raw.startswith(b"HTTP/1.1 200 ") and head.count(b"\r\ndate: ") == 1
+    assert b"2024" not in head and b"server:" not in head and b"x-keep: 1" in head
 
 
 def test_a_chunked_answer_in_many_reads_arrives_whole(tiny_snapshot_path: Path) -> None:

@@ -68,13 +68,21 @@ class _ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
-def hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """The fields not to forward: the standard hop-by-hop ones, plus any that a
+# An answer's fields not passed on to the client besides the hop-by-hop ones, as nginx's
+# proxy_pass hides them: the server adds its own Date (two would contradict each other), and
+# the upstream's Server says what runs behind the gateway.
+NOT_PASSED_ON: Final = HOP_BY_HOP | {b"date", b"server"}
+
+
+def hop_by_hop(
+    headers: list[tuple[bytes, bytes]], base: frozenset[bytes] = HOP_BY_HOP
+) -> frozenset[bytes]:
+    """The fields not to forward: ``base`` (the standard hop-by-hop ones), plus any that a
     ``Connection`` field names (names are lower-case, as ASGI and httptools give them)."""
     named = [value for name, value in headers if name == b"connection"]
     if not named:
-        return HOP_BY_HOP
-    names = set(HOP_BY_HOP)
+        return base
+    names = set(base)
     for value in named:
         names.update(v.strip().lower() for v in value.split(b","))
     return frozenset(names)
@@ -307,7 +315,7 @@ class ReverseProxy:
                 data,
                 chunked=chunked,
             )
-            drop = hop_by_hop(response.headers)
+            drop = hop_by_hop(response.headers, NOT_PASSED_ON)
             await send(
                 {
                     "type": "http.response.start",

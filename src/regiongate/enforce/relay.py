@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Final
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
-from regiongate.enforce.proxy import hop_by_hop, upstream_failure
+from regiongate.enforce.proxy import NOT_PASSED_ON, hop_by_hop, upstream_failure
 from regiongate.enforce.responses import json_response
 from regiongate.enforce.upstream import IDEMPOTENT, UpstreamBroken
 
@@ -246,7 +246,7 @@ class Relay:
         self.started = True
         status = conn.status
         line = STATUS_LINE.get(status)
-        drop = hop_by_hop(conn.headers)
+        drop = hop_by_hop(conn.headers, NOT_PASSED_ON)
         kept = [(n, v) for n, v in conn.headers if n not in drop]
         if (
             line is None
