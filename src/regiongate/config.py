@@ -50,6 +50,9 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     upstream_max_connections: int = 512
     decision_path: str = "/_regiongate/decide"
     workers: int = 1
+    # Decision requests answered, and plain proxied requests relayed, inside uvicorn's HTTP
+    # protocol (enforce/inline.py, enforce/relay.py); false: every request through ASGI.
+    inline: bool = True
 
 
 class PolicySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

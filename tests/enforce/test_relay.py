@@ -676,3 +676,31 @@ def test_the_read_timeout_counts_from_the_end_of_a_slow_upload(tiny_snapshot_pat
             assert bool(counter.paths) is not inline
     assert answers[0] == answers[1]
     assert answers[1].startswith(b"HTTP/1.1 200 ")
+
+
+def test_server_inline_false_answers_every_request_through_asgi(tiny_snapshot_path: Path) -> None:
+    """``server.inline = false`` (or ``REGIONGATE_SERVER_INLINE=false``): uvicorn's own
+    protocol, every request an ASGI request, the same answers."""
+    from regiongate.config import load_settings
+    from regiongate.enforce.app import GatewayApp
+    from regiongate.enforce.gate import Gate
+    from regiongate.enforce.server import uvicorn_config
+    from tests.enforce.servers import gateway_settings, run_server
+    from tests.enforce.test_inline import DECIDE, Counting
+
+    assert load_settings(env={"REGIONGATE_SERVER_INLINE": "false"}).server.inline is False
+    data = [get(DECIDE, CN), get("/cl"), get("/cl", US, CLOSE)]
+    with scripted() as up:
+        port = free_port()
+        settings = gateway_settings(
+            tiny_snapshot_path, port, f"http://127.0.0.1:{up.port}", inline=False
+        )
+        app = GatewayApp(settings, Gate.from_settings(settings))
+        cfg = uvicorn_config(app, settings, log_level="warning")
+        assert cfg.http == "httptools"
+        counter = cfg.app = Counting(app)
+        with run_server(cfg):
+            answer = one_by_one(port, data)
+    assert counter.paths == [DECIDE, "/cl", "/cl"]
+    statuses = [a.split(b" ", 1)[0] for a in answer.split(b"HTTP/1.1 ")[1:]]
+    assert statuses == [b"403", b"200", b"200"]

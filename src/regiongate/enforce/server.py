@@ -88,12 +88,15 @@ def uvicorn_config(
     app: GatewayApp, settings: Settings, *, log_level: str = "info"
 ) -> uvicorn.Config:
     host, port = split_listen(settings.server.listen)
-    if importlib.util.find_spec("httptools"):
+    http: Any
+    if not importlib.util.find_spec("httptools"):
+        http = "h11"
+    elif settings.server.inline:
         from regiongate.enforce.inline import inline_protocol
 
-        http: Any = inline_protocol(app)
-    else:
-        http = "h11"
+        http = inline_protocol(app)
+    else:  # (server.inline = false: every request an ASGI request)
+        http = "httptools"
     return uvicorn.Config(
         app,
         host=host,
