@@ -40,7 +40,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from regiongate.enforce.gate import _OWN_HEADERS
+from regiongate.enforce.middleware import gated_headers
 from regiongate.enforce.proxy import forward_headers
 from regiongate.enforce.relay import Relay
 
@@ -193,6 +193,9 @@ class InlineDecisions(HttpToolsProtocol):
                 return False
         except UnicodeDecodeError:
             return False
+        proxy = gateway.proxy
+        if proxy is None:  # (not with _relaying)
+            return False
         headers = self.headers
         client = self.client
         keep_alive = parser.should_keep_alive()
@@ -206,22 +209,15 @@ class InlineDecisions(HttpToolsProtocol):
             self.write_answer(*answer, keep_alive, parser.get_method() == b"HEAD")
             self.on_response_complete()
             return True
-        # As the middleware forwards an allowed request: the client's X-Regiongate-* dropped,
-        # the verdict's added; then as the proxy forwards it.
         length = 0
-        own = False
         for name, value in headers:
             if name == b"content-length":
                 length = int(value)  # (the parser has checked it)
-            elif name in _OWN_HEADERS:
-                own = True
-        if own:
-            headers = [h for h in headers if h[0] not in _OWN_HEADERS]
-        proxy = gateway.proxy
-        if proxy is None:  # (not with _relaying)
-            return False
+        # As the middleware hands an allowed request on, then as the proxy forwards it.
         forwarded = forward_headers(
-            [*headers, *verdict.extra_headers], client[0] if client else None, self.scheme or "http"
+            gated_headers(headers, verdict.extra_headers),
+            client[0] if client else None,
+            self.scheme or "http",
         )
         method = parser.get_method()
         head = proxy.pool.head(method.decode("ascii"), proxy.base_target + url, forwarded, False)

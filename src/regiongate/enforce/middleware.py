@@ -30,7 +30,7 @@ from regiongate.policy import Action, Policy, Response, load_policy
 if TYPE_CHECKING:
     from regiongate.accounts.service import Accounts
 
-__all__ = ["RegionGate"]
+__all__ = ["RegionGate", "gated_headers"]
 
 _UNKNOWN_KEY_BODY = {
     "error": {
@@ -142,6 +142,7 @@ class RegionGate:
             return
         # The scope the app sees: our X-Regiongate-* headers (never the client's), and the
         # verdict. Built here, not in a coroutine of ours: the app is awaited from here.
+        # gated_headers(), inline: a call less on the hot path (~30 ns, figure 10).
         for name, _ in headers:
             if name in _OWN_HEADERS:  # the client sent X-Regiongate-* itself
                 forwarded = [h for h in headers if h[0] not in _OWN_HEADERS]
@@ -220,6 +221,17 @@ class RegionGate:
         else:
             response = self.gate.state.policy.response
             await _deny_websocket(scope, receive, send, response.status, response.body())
+
+
+def gated_headers(
+    headers: Iterable[tuple[bytes, bytes]], extra: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """An allowed request's headers as the app behind the gate sees them: the verdict's
+    X-Regiongate-* (``extra``) added, any the client sent under those names dropped."""
+    for name, _ in headers:
+        if name in _OWN_HEADERS:  # the client sent X-Regiongate-* itself
+            return [*(h for h in headers if h[0] not in _OWN_HEADERS), *extra]
+    return [*headers, *extra]  # (any iterable of pairs: ASGI does not promise a list)
 
 
 class _UserField(msgspec.Struct):
