@@ -637,6 +637,29 @@ def test_cli_writes_every_report(
     assert bad.exit_code == 2 and "no such file" in bad.output
 
 
+def test_cli_keeps_freed_memory_where_the_c_library_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glibc (this machine's) takes both settings; a C library without ``mallopt`` (musl,
+    macOS), or none to load, leaves the allocator as it is and the replay runs the same."""
+    import ctypes
+
+    from regiongate.cli.impact import _keep_freed_memory
+
+    assert _keep_freed_memory() is True
+
+    class NoMallopt:
+        def __init__(self, name: object) -> None:
+            pass
+
+    monkeypatch.setattr(ctypes, "CDLL", NoMallopt)
+    assert _keep_freed_memory() is False
+
+    def unloadable(name: object) -> None:
+        raise OSError("no C library")
+
+    monkeypatch.setattr(ctypes, "CDLL", unloadable)
+    assert _keep_freed_memory() is False
+
+
 def test_cli_filters_and_attributes_keys_from_the_store(
     tmp_path: Path, tiny_snapshot_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
