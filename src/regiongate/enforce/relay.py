@@ -82,6 +82,9 @@ class Relay:
         length: int = 0,
     ) -> None:
         self.protocol = protocol
+        # The protocol's loop, the running one: self.loop costs a getpid()
+        # system call on Python 3.11, and an exchange asked for it five times.
+        self.loop = protocol.loop
         self.proxy = proxy
         self.pool = proxy.pool
         self.method = method
@@ -112,7 +115,7 @@ class Relay:
     def start(self) -> None:
         conn = self.pool.take_idle()
         if conn is None:
-            self.task = asyncio.get_running_loop().create_task(self._connect())
+            self.task = self.loop.create_task(self._connect())
         else:
             self._send(conn)
 
@@ -147,7 +150,7 @@ class Relay:
             transport.write(self.request)
         if conn._write_paused and not self.body_done:
             self._pause_client()
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.last = loop.time()
         if self.timer is None:
             self.timer = loop.call_later(self.pool.read_timeout, self._expire)
@@ -169,7 +172,7 @@ class Relay:
         if conn.lost or conn.error is not None or conn.transport is None:
             return  # news() answers for it
         conn.transport.write(chunk)
-        self.last = asyncio.get_running_loop().time()
+        self.last = self.loop.time()
         if conn._write_paused:
             self._pause_client()
 
@@ -177,11 +180,11 @@ class Relay:
         """The body is all read (the upstream's read timeout counts from here, as through
         ASGI, where the wait for the answer starts after the last write)."""
         self.body_done = True
-        self.last = asyncio.get_running_loop().time()
+        self.last = self.loop.time()
 
     def drained(self) -> None:
         """The upstream has read what it was sent: the client's body flows again."""
-        self.last = asyncio.get_running_loop().time()
+        self.last = self.loop.time()
         if self.client_paused:
             self._resume_client()
 
@@ -236,7 +239,7 @@ class Relay:
         if conn.error is not None:
             self._failed_after_start("bad_gateway", conn.error)
             return
-        self.last = asyncio.get_running_loop().time()
+        self.last = self.loop.time()
         if self.protocol.flow.write_paused and not conn._reading_paused and conn.transport:
             conn._reading_paused = True  # until the client has read some (resume())
             conn.transport.pause_reading()
@@ -297,7 +300,7 @@ class Relay:
             # A kept-alive connection the upstream closed as this request went out: sent
             # again on a new connection, as browsers, urllib3 and nginx do.
             self.retried = True
-            self.task = asyncio.get_running_loop().create_task(self._connect())
+            self.task = self.loop.create_task(self._connect())
             return
         self._refuse(exc)
 
@@ -324,7 +327,7 @@ class Relay:
         self.timer = None
         if self.response_complete:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         timeout = self.pool.read_timeout
         left = self.last + timeout - loop.time()
         conn = self.conn

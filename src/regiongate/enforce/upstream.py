@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Final, Protocol, cast
@@ -357,7 +358,7 @@ class UpstreamPool:
         while requests wait for one (they come first), unless it is one of them (``turn``)."""
         if (self._waiting or self._woken) and not turn:
             return None
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()  # not the loop's time: no getpid() (see Relay.loop)
         while self._idle:
             conn = self._idle.pop()  # the most recently used: the least likely to be stale
             if conn.lost or conn.transport is None or conn.transport.is_closing():
@@ -427,7 +428,7 @@ class UpstreamPool:
         conn.sink = None
         if conn.reusable and not self._closed:
             conn.reused = False  # (its state is made fresh when it is next used)
-            conn.idle_since = asyncio.get_running_loop().time()
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
             self._wake_one()
         elif not conn.lost and conn.transport is not None:
