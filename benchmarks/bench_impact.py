@@ -116,7 +116,7 @@ def fig_impact(quick: bool) -> list[dict[str, Any]]:
          f"{report['totals']['affected_organisations']:,} affected organisations"},
         {"figure": "16", "name": "impact replay peak memory", "value": peak, "unit": "MiB",
          "target": "<=2048 MiB", "met": peak <= 2048,
-         "note": "max RSS of the impact process (batches of 1M lines)"},
+         "note": "max RSS of the impact process (batches of 500k lines)"},
     ]  # fmt: skip
 
 

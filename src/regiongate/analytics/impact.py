@@ -259,6 +259,15 @@ class _OrgStats:
     changed: Counter[str] = field(default_factory=Counter)  # "allow->block": n
 
 
+def _ranked(counts: Counter[str]) -> dict[str, int]:
+    """Most first, ties by name: the same report whatever order the lines were counted in
+    (batches of any size, or the per-line reference)."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+_PHASE_ORDER: Final = {phase.label: int(phase) for phase in Phase}
+
+
 @dataclass
 class ImpactReport:
     """Everything the replay found; ``to_dict`` is the JSON contract (docs/impact.md)."""
@@ -310,13 +319,13 @@ class ImpactReport:
                 "affected_share": s.affected / s.requests if s.requests else 0.0,
                 "first_seen": _iso(s.first),
                 "last_seen": _iso(s.last),
-                "territories": dict(s.territories.most_common()),
-                "unsupported_territories": dict(s.unsupported.most_common()),
+                "territories": _ranked(s.territories),
+                "unsupported_territories": _ranked(s.unsupported),
                 "anonymizer_share": s.anonymized / s.requests if s.requests else 0.0,
                 "actions": dict(zip(ACTIONS, s.actions, strict=True)),
             }
             if self.against is not None:
-                entry["changed"] = dict(s.changed.most_common())
+                entry["changed"] = _ranked(s.changed)
             orgs.append(entry)
         affected_orgs = sum(1 for s in self.orgs.values() if s.affected)
         return {
@@ -338,7 +347,7 @@ class ImpactReport:
             "malformed_examples": self.malformed_examples,
             "totals": {
                 "by_action": by_action,
-                "by_phase": by_phase,
+                "by_phase": dict(sorted(by_phase.items(), key=lambda kv: _PHASE_ORDER[kv[0]])),
                 "by_territory": [
                     {"territory": t, **v}
                     for t, v in sorted(
@@ -348,7 +357,7 @@ class ImpactReport:
                 "organisations": len(self.orgs),
                 "affected_organisations": affected_orgs,
                 "affected_requests": sum(s.affected for s in self.orgs.values()),
-                "changed": dict(self.changed.most_common()) if self.against else None,
+                "changed": _ranked(self.changed) if self.against else None,
             },
             "days": [
                 {"day": d, "requests": v[0], "affected": v[1]} for d, v in sorted(self.days.items())
@@ -1152,7 +1161,7 @@ def replay(
     fields: FieldMap | None = None,
     keep: LineFilter | None = None,
     key_orgs: Mapping[str, str] | None = None,
-    batch_size: int = 1_000_000,
+    batch_size: int = 500_000,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ImpactReport:

@@ -107,7 +107,7 @@ def impact(
         Path | None, typer.Option("--output", "-o", help="Write the HTML report.")
     ] = None,
     snapshot: Annotated[Path | None, typer.Option(help="Snapshot file.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Lines per batch (memory bound).")] = 1_000_000,
+    batch_size: Annotated[int, typer.Option(help="Lines per batch (memory bound).")] = 500_000,
     top: Annotated[int, typer.Option(help="Organisations shown in the terminal.")] = 15,
 ) -> None:
     """Replay access logs against a policy: who would it block, from where, since when."""
