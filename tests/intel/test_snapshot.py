@@ -399,3 +399,23 @@ def test_close_unmaps_now(tiny_snapshot_path: Path) -> None:
     with pytest.raises(ValueError, match="released"):
         old_lookup("1.0.0.2")  # a captured lookup fails loudly, never reads freed memory
     snap.close()  # idempotent
+
+
+def test_answers_decoded_with_the_collector_paused_and_left_as_found() -> None:
+    import gc
+    import json
+
+    from regiongate.intel.snapshot import _decode_untracked
+
+    data = json.dumps([[["RU", "UA-43", None, 1, "x", None, None]] * 3] * 2).encode()
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            assert _decode_untracked(data) == json.loads(data)
+            assert gc.isenabled() is enabled
+            with pytest.raises(ValueError):
+                _decode_untracked(b"[[1, 2")  # a damaged section: the error, the state kept
+            assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import gc
 import hashlib
 import ipaddress
 import json
@@ -301,7 +302,7 @@ class Snapshot:
         if answer is None:
             raw = self._raw_values
             if raw is None:
-                raw = json.loads(self._arrays["values_json"].tobytes())
+                raw = _decode_untracked(self._arrays["values_json"].tobytes())
                 if not isinstance(raw, list) or len(raw) != len(self.header["sources"]):
                     raise SnapshotError(f"{self.path}: source answers do not match its sources")
                 self._raw_values = raw
@@ -570,6 +571,20 @@ class Snapshot:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _decode_untracked(data: bytes) -> Any:
+    """JSON holding ~300k small lists (the answers of every source), decoded with the
+    cyclic garbage collector paused: its allocations would otherwise set off collections over
+    the heap as it grows, and none of these objects can form a cycle. Measured: 27-30 ms
+    against 47-56 ms; an `impact` run makes two full collections instead of three."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(data)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def open_snapshot(
