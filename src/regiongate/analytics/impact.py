@@ -1202,6 +1202,7 @@ def replay(
     org_codes: dict[str, int] = {}
     org_names: list[str] = []
     rejected: list[int] = []  # lines the CSV reader turned away, per read
+    tallies = _OrgTallies()
 
     def codes(names: Iterable[str]) -> list[int]:
         """Replay-wide codes of organisation names, new ones numbered as they come."""
@@ -1349,11 +1350,12 @@ def replay(
                             unsupported, other_action if other is not None else None)  # fmt: skip
         anon = (row_flags[np.minimum(rows, nrows - 1)] & np.uint16(_ANON_BITS)) != 0
         anon &= rows < nrows
-        _aggregate(report, ok, ts, org, org_names, action, affected, territory, enf_territory,
-                   unsupported, anon, seg, main,
+        _aggregate(report, tallies, ok, ts, org, len(org_names), action, affected, territory,
+                   enf_territory, unsupported, anon, seg, main,
                    other_action if other is not None else None)  # fmt: skip
         if progress is not None:
             progress(n)
+    tallies.fold(report, org_names, main.territories, _CHANGES)
     report.total_lines += sum(rejected)
     report.malformed += sum(rejected)
     return report
@@ -1402,12 +1404,91 @@ def _decide_special(
             other_action[i] = got[5]
 
 
+class _OrgTallies:
+    """What the replay counts per organisation, kept in numpy by organisation code over all
+    batches and put into the report once at the end (``fold``): updating each organisation's
+    entry in Python after every batch cost ~0.15 s per 10M lines. Counts by (organisation,
+    territory) are kept as each batch's distinct keys, ``code << 20 | territory``."""
+
+    _SHIFT: Final = 20  # territory codes: a few hundred at most
+
+    def __init__(self) -> None:
+        self.requests = np.zeros(0, np.int64)
+        self.affected = np.zeros(0, np.int64)
+        self.anonymized = np.zeros(0, np.int64)
+        self.actions = np.zeros((0, 3), np.int64)
+        self.first = np.zeros(0, np.float64)
+        self.last = np.zeros(0, np.float64)
+        self.territories: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+        self.unsupported: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+        self.changed: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+
+    def grow(self, norg: int) -> None:
+        """Room for organisation codes up to ``norg``."""
+        have = len(self.requests)
+        if norg <= have:
+            return
+        more = norg - have
+        self.requests = np.concatenate([self.requests, np.zeros(more, np.int64)])
+        self.affected = np.concatenate([self.affected, np.zeros(more, np.int64)])
+        self.anonymized = np.concatenate([self.anonymized, np.zeros(more, np.int64)])
+        self.actions = np.concatenate([self.actions, np.zeros((more, 3), np.int64)])
+        self.first = np.concatenate([self.first, np.full(more, np.inf)])
+        self.last = np.concatenate([self.last, np.full(more, -np.inf)])
+
+    def pairs(self, org: npt.NDArray[np.int64], other: npt.NDArray[np.int64],
+              size: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:  # fmt: skip
+        """The distinct (organisation, ``other``) of a batch as keys, with their counts;
+        ``other`` is below ``size``."""
+        keys, counts = _tally(org * size + other, (len(self.requests) or 1) * size)
+        o, t = np.divmod(keys, size)
+        return (o << self._SHIFT) | t, counts
+
+    def fold(self, report: ImpactReport, org_names: list[str], territories: list[str],
+             changes: list[str]) -> None:  # fmt: skip
+        """Everything counted, into ``report``'s organisations."""
+        present = np.flatnonzero(self.requests)
+        for code, r, f, la, af, ano, (a0, a1, a2) in zip(
+            present.tolist(),
+            self.requests[present].tolist(),
+            self.first[present].tolist(),
+            self.last[present].tolist(),
+            self.affected[present].tolist(),
+            self.anonymized[present].tolist(),
+            self.actions[present].tolist(),
+            strict=True,
+        ):
+            s = report.org(org_names[code])
+            s.requests += r
+            s.affected += af
+            s.anonymized += ano
+            s.first = min(s.first, f)
+            s.last = max(s.last, la)
+            s.actions[0] += a0
+            s.actions[1] += a1
+            s.actions[2] += a2
+        mask = (1 << self._SHIFT) - 1
+        for parts, names, attr in ((self.territories, territories, "territories"),
+                                   (self.unsupported, territories, "unsupported"),
+                                   (self.changed, changes, "changed")):  # fmt: skip
+            if not parts:
+                continue
+            keys, inverse = np.unique(np.concatenate([k for k, _ in parts]), return_inverse=True)
+            counts = np.bincount(inverse, weights=np.concatenate([c for _, c in parts]))
+            for k, c in zip(keys.tolist(), counts.astype(np.int64).tolist(), strict=True):
+                counter = getattr(report.orgs[org_names[k >> self._SHIFT]], attr)
+                counter[names[k & mask]] += c
+                if attr == "changed":
+                    report.changed[names[k & mask]] += c
+
+
 def _aggregate(
     report: ImpactReport,
+    tallies: _OrgTallies,
     ok: npt.NDArray[np.bool_],
     ts: npt.NDArray[np.float64],
     org: npt.NDArray[np.int64],
-    org_names: list[str],
+    norg: int,
     action: npt.NDArray[np.int64],
     affected: npt.NDArray[np.bool_],
     territory: npt.NDArray[np.int64],
@@ -1438,45 +1519,17 @@ def _aggregate(
         a, t = divmod(rest, nterr)
         report.totals[(main.phase_label[s], ACTIONS[a], main.territories[t])] += c
     # per organisation (counts of a mask's lines: a bincount of the lines picked, not weights)
-    norg = len(org_names)
-    requests = np.bincount(org, minlength=norg)
-    aff = np.bincount(org[affected], minlength=norg)
-    an = np.bincount(org[anon], minlength=norg)
-    acts = np.bincount(org * 3 + action, minlength=norg * 3).reshape(norg, 3)
-    first = np.full(norg, np.inf)
-    last = np.full(norg, -np.inf)
-    np.minimum.at(first, org, ts)
-    np.maximum.at(last, org, ts)
-    present = np.flatnonzero(requests)
-    for code, r, f, la, af, ano, (a0, a1, a2) in zip(
-        present.tolist(),
-        requests[present].tolist(),
-        first[present].tolist(),
-        last[present].tolist(),
-        aff[present].tolist(),
-        an[present].tolist(),
-        acts[present].tolist(),
-        strict=True,
-    ):
-        s = report.org(org_names[code])
-        s.requests += r
-        s.affected += af
-        s.anonymized += ano
-        s.first = min(s.first, f)
-        s.last = max(s.last, la)
-        s.actions[0] += a0
-        s.actions[1] += a1
-        s.actions[2] += a2
-    okeys, ocounts = _tally(org * nterr + territory, norg * nterr)
-    for k, c in zip(okeys.tolist(), ocounts.tolist(), strict=True):
-        o, t = divmod(k, nterr)
-        report.orgs[org_names[o]].territories[main.territories[t]] += c
+    tallies.grow(norg)
+    tallies.requests[:norg] += np.bincount(org, minlength=norg)
+    tallies.affected[:norg] += _counts(org, affected, norg)
+    tallies.anonymized[:norg] += _counts(org, anon, norg)
+    tallies.actions[:norg] += np.bincount(org * 3 + action, minlength=norg * 3).reshape(norg, 3)
+    np.minimum.at(tallies.first, org, ts)
+    np.maximum.at(tallies.last, org, ts)
+    tallies.territories.append(tallies.pairs(org, territory, nterr))
     sel = affected & unsupported
     if sel.any():
-        ukeys, ucounts = _tally(org[sel] * nterr + enf_territory[sel], norg * nterr)
-        for k, c in zip(ukeys.tolist(), ucounts.tolist(), strict=True):
-            o, t = divmod(k, nterr)
-            report.orgs[org_names[o]].unsupported[main.territories[t]] += c
+        tallies.unsupported.append(tallies.pairs(org[sel], enf_territory[sel], nterr))
     # by day
     day = np.floor(ts / _DAY).astype(np.int64)  # as the reference: -1e-320 s is 1970-01-01
     low = int(day.min())
@@ -1495,18 +1548,26 @@ def _aggregate(
         entry = report.days.setdefault(label, [0, 0])
         entry[0] += int(r)
         entry[1] += int(a)
-    # what changes from the other policy to this one
+    # what changes from the other policy to this one: (from, to) as one of nine codes
     if other_action is not None:
         oa = other_action[ok]
         diff = oa != action
         if diff.any():
-            ckeys, ccounts = _tally((org[diff] * 3 + oa[diff]) * 3 + action[diff], norg * 9)
-            for k, c in zip(ckeys.tolist(), ccounts.tolist(), strict=True):
-                rest, to = divmod(k, 3)
-                o, frm = divmod(rest, 3)
-                label = f"{ACTIONS[frm]}->{ACTIONS[to]}"
-                report.orgs[org_names[o]].changed[label] += c
-                report.changed[label] += c
+            tallies.changed.append(tallies.pairs(org[diff], oa[diff] * 3 + action[diff], 9))
+
+
+def _counts(codes: npt.NDArray[np.int64], picked: npt.NDArray[np.bool_],
+            n: int) -> npt.NDArray[np.int64]:  # fmt: skip
+    """How many of the ``picked`` lines each of ``n`` codes has. Few lines: a bincount of
+    those picked; many: the picks as weights (picking half the lines of a batch mispredicts
+    its branches: 2.5 against 0.8 ms per 500k lines)."""
+    if np.count_nonzero(picked) * 8 < len(picked):
+        return np.bincount(codes[picked], minlength=n)
+    return np.bincount(codes, weights=picked, minlength=n).astype(np.int64)
+
+
+# The nine (from, to) codes of a change of action, as the report names them.
+_CHANGES: Final = [f"{ACTIONS[frm]}->{ACTIONS[to]}" for frm in range(3) for to in range(3)]
 
 
 def _tally(
