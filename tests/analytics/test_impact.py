@@ -167,6 +167,32 @@ def test_several_files_and_batches(tmp_path: Path, snap: Snapshot) -> None:
     )
 
 
+def test_counts_merged_along_the_way_equal_the_reference(
+    tmp_path: Path, snap: Snapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-organisation counts kept over many batches are merged as they grow (memory stays
+    bounded by the distinct pairs): merged after every batch, the report is the same."""
+    import regiongate.analytics.impact as impact
+
+    write_jsonl(tmp_path / "all.jsonl", LINES, malformed=4)
+    merges: list[int] = []
+    merged = impact._merged
+
+    def counting(parts: Any) -> Any:
+        merges.append(len(parts))
+        return merged(parts)
+
+    against = {"against": load_policy("sanctions-comprehensive")}
+    unmerged = run([tmp_path / "all.jsonl"], snap, **against)
+    monkeypatch.setattr(impact, "_MERGE_KEYS", 1)
+    monkeypatch.setattr(impact, "_merged", counting)
+    same(run([tmp_path / "all.jsonl"], snap), reference([tmp_path / "all.jsonl"], snap))
+    assert max(merges) == 2  # never more than the merged part and the new batch's
+    fast = run([tmp_path / "all.jsonl"], snap, **against)  # the changes too
+    same(fast, unmerged)
+    assert fast["totals"]["changed"] == unmerged["totals"]["changed"] != {}
+
+
 def test_at_decides_every_line_at_one_time(tmp_path: Path, snap: Snapshot) -> None:
     write_jsonl(tmp_path / "a.jsonl", LINES)
     before = run([tmp_path / "a.jsonl"], snap, at=1717200000.0)  # 2024-06-01: before notice

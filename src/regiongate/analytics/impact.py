@@ -1436,13 +1436,17 @@ class _OrgTallies:
         self.first = np.concatenate([self.first, np.full(more, np.inf)])
         self.last = np.concatenate([self.last, np.full(more, -np.inf)])
 
-    def pairs(self, org: npt.NDArray[np.int64], other: npt.NDArray[np.int64],
-              size: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:  # fmt: skip
-        """The distinct (organisation, ``other``) of a batch as keys, with their counts;
-        ``other`` is below ``size``."""
+    def count(self, parts: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+              org: npt.NDArray[np.int64], other: npt.NDArray[np.int64],
+              size: int) -> None:  # fmt: skip
+        """Count a batch's (organisation, ``other``) pairs into ``parts``; ``other`` is below
+        ``size``. Parts are merged once they hold many keys: memory stays bounded by the
+        distinct pairs, however many batches."""
         keys, counts = _tally(org * size + other, (len(self.requests) or 1) * size)
         o, t = np.divmod(keys, size)
-        return (o << self._SHIFT) | t, counts
+        parts.append(((o << self._SHIFT) | t, counts))
+        if len(parts) > 1 and sum(len(k) for k, _ in parts) > _MERGE_KEYS:
+            parts[:] = [_merged(parts)]
 
     def fold(self, report: ImpactReport, org_names: list[str], territories: list[str],
              changes: list[str]) -> None:  # fmt: skip
@@ -1473,13 +1477,24 @@ class _OrgTallies:
                                    (self.changed, changes, "changed")):  # fmt: skip
             if not parts:
                 continue
-            keys, inverse = np.unique(np.concatenate([k for k, _ in parts]), return_inverse=True)
-            counts = np.bincount(inverse, weights=np.concatenate([c for _, c in parts]))
-            for k, c in zip(keys.tolist(), counts.astype(np.int64).tolist(), strict=True):
+            keys, counts = _merged(parts)
+            for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
                 counter = getattr(report.orgs[org_names[k >> self._SHIFT]], attr)
                 counter[names[k & mask]] += c
                 if attr == "changed":
                     report.changed[names[k & mask]] += c
+
+
+_MERGE_KEYS: Final = 1 << 20
+
+
+def _merged(
+    parts: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Counted keys, several lists of them, as one: each distinct key with its total."""
+    keys, inverse = np.unique(np.concatenate([k for k, _ in parts]), return_inverse=True)
+    counts = np.bincount(inverse, weights=np.concatenate([c for _, c in parts]))
+    return keys, counts.astype(np.int64)  # (sums of counts: exact in float64 below 2**53)
 
 
 def _aggregate(
@@ -1518,7 +1533,7 @@ def _aggregate(
         s, rest = divmod(k, 3 * nterr)
         a, t = divmod(rest, nterr)
         report.totals[(main.phase_label[s], ACTIONS[a], main.territories[t])] += c
-    # per organisation (counts of a mask's lines: a bincount of the lines picked, not weights)
+    # per organisation, into the replay's tallies
     tallies.grow(norg)
     tallies.requests[:norg] += np.bincount(org, minlength=norg)
     tallies.affected[:norg] += _counts(org, affected, norg)
@@ -1526,10 +1541,10 @@ def _aggregate(
     tallies.actions[:norg] += np.bincount(org * 3 + action, minlength=norg * 3).reshape(norg, 3)
     np.minimum.at(tallies.first, org, ts)
     np.maximum.at(tallies.last, org, ts)
-    tallies.territories.append(tallies.pairs(org, territory, nterr))
+    tallies.count(tallies.territories, org, territory, nterr)
     sel = affected & unsupported
     if sel.any():
-        tallies.unsupported.append(tallies.pairs(org[sel], enf_territory[sel], nterr))
+        tallies.count(tallies.unsupported, org[sel], enf_territory[sel], nterr)
     # by day
     day = np.floor(ts / _DAY).astype(np.int64)  # as the reference: -1e-320 s is 1970-01-01
     low = int(day.min())
@@ -1553,7 +1568,7 @@ def _aggregate(
         oa = other_action[ok]
         diff = oa != action
         if diff.any():
-            tallies.changed.append(tallies.pairs(org[diff], oa[diff] * 3 + action[diff], 9))
+            tallies.count(tallies.changed, org[diff], oa[diff] * 3 + action[diff], 9)
 
 
 def _counts(codes: npt.NDArray[np.int64], picked: npt.NDArray[np.bool_],
