@@ -1481,8 +1481,8 @@ class _OrgTallies:
             for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
                 counter = getattr(report.orgs[org_names[k >> self._SHIFT]], attr)
                 counter[names[k & mask]] += c
-                if attr == "changed":
-                    report.changed[names[k & mask]] += c
+        for stats in report.orgs.values():  # the report's changes: its organisations' summed
+            report.changed.update(stats.changed)
 
 
 _MERGE_KEYS: Final = 1 << 20
