@@ -928,6 +928,41 @@ def test_parse_v4_is_canonical_and_exact() -> None:
         assert (again_ok == ok).all() and (again[ok] == got[ok]).all()
 
 
+def test_parse_v4_agrees_with_ipaddress_on_random_text() -> None:
+    """Strings of digits, dots and a few other bytes, 0-17 long, and near-addresses (octets
+    too large, leading zeros, three or five of them): valid exactly where ``ipaddress``
+    reads an IPv4 address (it refuses leading zeros and anything but ASCII digits), with its
+    value."""
+    import ipaddress
+    import random
+
+    import pyarrow as pa
+
+    from regiongate.analytics.impact import parse_v4
+
+    rng = random.Random(11)
+    alphabet = "0123456789.....0 \t:+-a/"
+    texts = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 17))) for _ in range(40_000)
+    ]
+    for _ in range(40_000):
+        octets = [rng.choices([str(rng.randint(0, 255)), str(rng.randint(0, 999)),
+                               f"0{rng.randint(0, 99)}"], weights=[8, 1, 1])[0]
+                  for _ in range(rng.choice([3, 4, 4, 4, 5]))]  # fmt: skip
+        texts.append(".".join(octets))
+    got, ok = parse_v4(pa.array(texts))
+    wrong = []
+    for i, text in enumerate(texts):
+        try:
+            want: int | None = int(ipaddress.IPv4Address(text))
+        except ValueError:
+            want = None
+        if bool(ok[i]) != (want is not None) or (want is not None and int(got[i]) != want):
+            wrong.append(text)
+    assert not wrong, wrong[:10]
+    assert 5_000 < int(ok.sum()) < 60_000  # both kinds are well represented
+
+
 def test_chains_cut_in_numpy_match_a_split() -> None:
     """Each header's entry count and right-most three entries, against str.split/strip."""
     import ipaddress
