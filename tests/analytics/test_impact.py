@@ -667,13 +667,19 @@ def test_cli_writes_every_report(
 
 
 def test_cli_keeps_freed_memory_where_the_c_library_can(monkeypatch: pytest.MonkeyPatch) -> None:
-    """glibc (this machine's) takes both settings; a C library without ``mallopt`` (musl,
-    macOS), or none to load, leaves the allocator as it is and the replay runs the same."""
+    """glibc (this machine's) takes both settings, and Arrow then allocates through it; a C
+    library without ``mallopt`` (musl, macOS), or none to load, leaves the allocators as they
+    are and the replay runs the same."""
     import ctypes
+
+    import pyarrow as pa
 
     from regiongate.cli.impact import _keep_freed_memory
 
+    chosen: list[Any] = []  # the pools Arrow is given (recorded, not set: this process's)
+    monkeypatch.setattr(pa, "set_memory_pool", chosen.append)
     assert _keep_freed_memory() is True
+    assert [p.backend_name for p in chosen] == ["system"]
 
     class NoMallopt:
         def __init__(self, name: object) -> None:
@@ -687,6 +693,7 @@ def test_cli_keeps_freed_memory_where_the_c_library_can(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(ctypes, "CDLL", unloadable)
     assert _keep_freed_memory() is False
+    assert len(chosen) == 1  # Arrow's allocator left as it was
 
 
 def test_cli_filters_and_attributes_keys_from_the_store(
