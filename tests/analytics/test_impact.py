@@ -193,6 +193,22 @@ def test_counts_merged_along_the_way_equal_the_reference(
     assert fast["totals"]["changed"] == unmerged["totals"]["changed"] != {}
 
 
+def test_changes_are_counted_over_the_lines_kept(tmp_path: Path, snap: Snapshot) -> None:
+    """With a filter, what changes from the other policy is what changes on the lines the
+    filter keeps: the same as in a log of those lines alone."""
+    against = load_policy("sanctions-comprehensive")
+    write_routed(tmp_path / "all.jsonl", "jsonl")
+    write_routed(tmp_path / "kept.jsonl", "jsonl", only=KEEP)
+    got = run([tmp_path / "all.jsonl"], snap, keep=KEEP, key_orgs=KEY_ORGS, against=against)
+    alone = run([tmp_path / "kept.jsonl"], snap, key_orgs=KEY_ORGS, against=against)
+    everything = run([tmp_path / "all.jsonl"], snap, key_orgs=KEY_ORGS, against=against)
+    assert got["totals"]["changed"] == alone["totals"]["changed"] != {}
+    assert got["totals"]["changed"] != everything["totals"]["changed"]  # the filter matters
+    assert {o["org"]: o["changed"] for o in got["orgs"]} == {
+        o["org"]: o["changed"] for o in alone["orgs"]
+    }
+
+
 def test_at_decides_every_line_at_one_time(tmp_path: Path, snap: Snapshot) -> None:
     write_jsonl(tmp_path / "a.jsonl", LINES)
     before = run([tmp_path / "a.jsonl"], snap, at=1717200000.0)  # 2024-06-01: before notice
@@ -274,11 +290,14 @@ KEEP = LineFilter.parse(["/v1/"], ["2xx", "429"])
 KEY_ORGS = {"kid_cn": "org-cn", "kid_us": "org-us"}
 
 
-def write_routed(path: Path, fmt: str) -> None:
-    """LINES with ROUTED's path, status, org and key, in ``fmt``."""
+def write_routed(path: Path, fmt: str, only: LineFilter | None = None) -> None:
+    """LINES with ROUTED's path, status, org and key, in ``fmt``; ``only``: just the lines
+    it keeps."""
     import datetime as dt
 
     rows = [(t, peer, xff, *r) for (t, peer, xff, _), r in zip(LINES, ROUTED, strict=True)]
+    if only is not None:
+        rows = [row for row in rows if only.keeps(row[3], row[4])]
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -511,7 +530,8 @@ def test_times_out_of_range_are_malformed_and_naive_ones_utc(
 ) -> None:
     """A time a report cannot show (epoch milliseconds, year 0, past 9999) is a malformed
     line, never a crash; hour 24 is midnight of the next day, as DuckDB reads it; a time
-    without an offset is UTC whatever the host's time zone."""
+    without an offset is UTC whatever the host's time zone. (Days two centuries apart, with
+    malformed lines among them: the days are counted by sorting, without the malformed.)"""
     import time as time_module
 
     monkeypatch.setenv("TZ", "Europe/Berlin")
@@ -519,7 +539,8 @@ def test_times_out_of_range_are_malformed_and_naive_ones_utc(
     try:
         times: list[object] = [1720605600000, "0000-01-01T00:00:00Z", "9999-12-31T23:00:00-01:00",
                                "0001-01-01T00:30:00+01:00", 1e16, "2024-07-10T24:00:00Z",
-                               "2024-07-10 10:00:00"]  # fmt: skip
+                               "2024-07-10 10:00:00", "1900-03-01T12:00:00Z",
+                               "2100-03-01T12:00:00Z"]  # fmt: skip
         path = tmp_path / "t.jsonl"
         with path.open("w", encoding="utf-8") as fh:
             for i, when in enumerate(times):
@@ -527,7 +548,8 @@ def test_times_out_of_range_are_malformed_and_naive_ones_utc(
                 fh.write("\n")
         got = run([path], snap)
         same(got, reference([path], snap))
-        assert got["lines"] == {"total": 7, "parsed": 2, "malformed": 5, "filtered": 0}
+        assert got["lines"] == {"total": 9, "parsed": 4, "malformed": 5, "filtered": 0}
+        assert sum(d["requests"] for d in got["days"]) == 4
         orgs = {o["org"]: o for o in got["orgs"]}
         assert orgs["o5"]["first_seen"] == "2024-07-11T00:00:00+00:00"
         assert orgs["o6"]["first_seen"] == "2024-07-10T10:00:00+00:00"

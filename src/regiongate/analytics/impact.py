@@ -1453,11 +1453,15 @@ class _OrgTallies:
 
     def count(self, parts: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
               org: npt.NDArray[np.int64], other: npt.NDArray[np.int64],
-              size: int) -> None:  # fmt: skip
+              size: int, norg: int) -> None:  # fmt: skip
         """Count a batch's (organisation, ``other``) pairs into ``parts``; ``other`` is below
-        ``size``. Parts are merged once they hold many keys: memory stays bounded by the
-        distinct pairs, however many batches."""
+        ``size``, and organisation codes from ``norg`` on are not counted (:func:`_aggregate`
+        puts uncounted lines there). Parts are merged once they hold many keys: memory stays
+        bounded by the distinct pairs, however many batches."""
         keys, counts = _tally(org * size + other, (len(self.requests) or 1) * size)
+        if len(keys) and keys[-1] >= norg * size:  # (keys come sorted)
+            cut = int(np.searchsorted(keys, norg * size))
+            keys, counts = keys[:cut], counts[:cut]
         o, t = np.divmod(keys, size)
         parts.append(((o << self._SHIFT) | t, counts))
         if len(parts) > 1 and sum(len(k) for k, _ in parts) > _MERGE_KEYS:
@@ -1529,49 +1533,61 @@ def _aggregate(
     main: _Decider,
     other_action: npt.NDArray[np.int64] | None,
 ) -> None:
-    if not ok.all():
-        org, action, territory, affected = org[ok], action[ok], territory[ok], affected[ok]
-        enf_territory, unsupported, anon, seg, ts = (
-            enf_territory[ok],
-            unsupported[ok],
-            anon[ok],
-            seg[ok],
-            ts[ok],
-        )
-    if not len(org):
+    # Lines not counted (malformed, filtered out) stay where they are rather than being cut
+    # out (a copy of every column cost a quarter of this function): they count for an
+    # organisation of their own, code ``norg``, whose counts are dropped, at the time of a
+    # counted line, whose day's count they are taken from again.
+    bad = len(ok) - int(np.count_nonzero(ok))
+    if bad == len(ok):
         return
+    counted = int(np.argmax(ok))  # a counted line
+    if bad:
+        org = np.where(ok, org, norg)
+        ts = np.where(ok, ts, ts[counted])
+        affected = affected & ok
     nterr = len(main.territories)
     # totals by (segment, action, territory)
     key = (seg * 3 + action) * nterr + territory
-    keys, counts = _tally(key, main.nseg * 3 * nterr)
+    size = main.nseg * 3 * nterr
+    if bad:
+        key = np.where(ok, key, size)
+    keys, counts = _tally(key, size + 1)
     for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
+        if k == size:
+            continue
         s, rest = divmod(k, 3 * nterr)
         a, t = divmod(rest, nterr)
         report.totals[(main.phase_label[s], ACTIONS[a], main.territories[t])] += c
     # per organisation, into the replay's tallies
-    tallies.grow(norg)
-    tallies.requests[:norg] += np.bincount(org, minlength=norg)
-    tallies.affected[:norg] += _counts(org, affected, norg)
-    tallies.anonymized[:norg] += _counts(org, anon, norg)
-    tallies.actions[:norg] += np.bincount(org * 3 + action, minlength=norg * 3).reshape(norg, 3)
+    tallies.grow(norg + 1)
+    tallies.requests[:norg] += np.bincount(org, minlength=norg + 1)[:norg]
+    tallies.affected[:norg] += _counts(org, affected, norg + 1)[:norg]
+    tallies.anonymized[:norg] += _counts(org, anon, norg + 1)[:norg]
+    by_action = np.bincount(org * 3 + action, minlength=(norg + 1) * 3)
+    tallies.actions[:norg] += by_action[: norg * 3].reshape(norg, 3)
     np.minimum.at(tallies.first, org, ts)
     np.maximum.at(tallies.last, org, ts)
-    tallies.count(tallies.territories, org, territory, nterr)
+    tallies.first[norg], tallies.last[norg] = np.inf, -np.inf  # the uncounted lines' slot
+    tallies.count(tallies.territories, org, territory, nterr, norg)
     sel = affected & unsupported
     if sel.any():
-        tallies.count(tallies.unsupported, org[sel], enf_territory[sel], nterr)
+        tallies.count(tallies.unsupported, org[sel], enf_territory[sel], nterr, norg)
     # by day
     day = np.floor(ts / _DAY).astype(np.int64)  # as the reference: -1e-320 s is 1970-01-01
     low = int(day.min())
     if int(day.max()) - low <= len(day) + 366:  # a dense range of days: counted in place
         day -= low
         dreq = np.bincount(day)
+        if bad:
+            dreq[int(day[counted])] -= bad
         daff = np.bincount(day[affected], minlength=len(dreq))
         dkeys = np.flatnonzero(dreq)
         dreq, daff, dkeys = dreq[dkeys], daff[dkeys], dkeys + low
     else:  # far-flung stamps: sort them
         dkeys, dinv = np.unique(day, return_inverse=True)
         dreq = np.bincount(dinv)
+        if bad:  # (that day keeps its counted line)
+            dreq[int(dinv[counted])] -= bad
         daff = np.bincount(dinv[affected], minlength=len(dreq))
     for d, r, a in zip(dkeys.tolist(), dreq.tolist(), daff.tolist(), strict=True):
         label = dt.datetime.fromtimestamp(d * _DAY, dt.UTC).date().isoformat()
@@ -1580,10 +1596,10 @@ def _aggregate(
         entry[1] += int(a)
     # what changes from the other policy to this one: (from, to) as one of nine codes
     if other_action is not None:
-        oa = other_action[ok]
-        diff = oa != action
+        oa = other_action
+        diff = oa != action  # (uncounted lines: the uncounted organisation's)
         if diff.any():
-            tallies.count(tallies.changed, org[diff], oa[diff] * 3 + action[diff], 9)
+            tallies.count(tallies.changed, org[diff], oa[diff] * 3 + action[diff], 9, norg)
 
 
 def _counts(codes: npt.NDArray[np.int64], picked: npt.NDArray[np.bool_],
