@@ -669,7 +669,7 @@ def _check_filter_fields(keep: LineFilter, fields: FieldMap) -> None:
 
 
 def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
-             batch_size: int, threads: int | None,
+             batch_size: int, threads: int | None, walk: _Walk,
              rejected: list[int]) -> Iterator[_Lines]:  # fmt: skip
     """The lines of ``files`` in batches, read and joined in one thread and made ready for
     numpy (:func:`_prepare`) in another, while the caller works on the batch before.
@@ -694,7 +694,7 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
         # Two threads: one drives DuckDB, one prepares what it hands over, with a helper for
         # the forwarding chains (numpy releases the GIL: the two overlap).
         with ThreadPoolExecutor(1, thread_name_prefix="regiongate-impact-chains") as pool:
-            prepare = functools.partial(_prepare, pool=pool)
+            prepare = functools.partial(_prepare, walk=walk, pool=pool)
             yield from _prefetch(map(prepare, _prefetch(_coalesced(reader, batch_size))))
     except (duckdb.Error, OSError, pa.ArrowException) as exc:
         # DuckDB's errors come through the Arrow stream too (a truncated gzip file: OSError)
@@ -718,55 +718,58 @@ def _batches(files: Sequence[str], fmt: str, fields: FieldMap, keep: LineFilter,
 class _Lines:
     """A batch of lines as numpy columns: what needs no state of the replay's, computed in
     the reading thread (Arrow and numpy release the GIL: on 2 cores this overlaps with the
-    decisions on the batch before)."""
+    decisions on the batch before). Peers and forwarding chains come as the batch's
+    distinct values, resolved once each, and each line's index among them."""
 
-    batch: Any  # the Arrow batch: its text, for the lines the exact resolver takes
     ts: npt.NDArray[np.float64]
-    peer_v4: npt.NDArray[np.uint64]
-    peer_is_v4: npt.NDArray[np.bool_]
-    peer_is_v6: npt.NDArray[np.bool_]  # plain IPv6 text (not IPv4-mapped): peer_hi, peer_lo
-    peer_hi: npt.NDArray[np.uint64]
-    peer_lo: npt.NDArray[np.uint64]
-    has_peer: npt.NDArray[np.bool_]
-    chain: list[npt.NDArray[Any]]  # _chain_cols
-    org_index: npt.NDArray[np.int64]  # into org_names; -1: no organisation
+    peers: _Peers
+    peer_index: npt.NDArray[np.intp]  # into peers; -1: none
+    chains: _Chains
+    chain_index: npt.NDArray[np.intp]  # into chains; -1: none
+    org_index: npt.NDArray[np.intp]  # into org_names; -1: no organisation
     org_names: list[str]
-    key_index: npt.NDArray[np.int64] | None  # into key_names, for lines without an org
+    key_index: npt.NDArray[np.intp] | None  # into key_names, for lines without an org
     key_names: list[str]
     keep: npt.NDArray[np.bool_] | None  # the line filter's answer; None: no filter
 
 
-def _prepare(batch: Any, pool: Executor | None = None) -> _Lines:
-    """A batch made ready for numpy; ``pool``: where to cut its forwarding chains meanwhile
-    (the largest part of the work; measured: ~40% of it)."""
-    import pyarrow.compute as pc
-
-    chains = pool.submit(_chain_cols, batch.column("xff")) if pool is not None else None
-    peer = batch.column("peer")
-    peer_v4, peer_is_v4, peer_is_v6, peer_hi, peer_lo = _per_value(
-        peer, _peer_cols, (np.uint64(0), False, False, np.uint64(0), np.uint64(0))
-    )
+def _prepare(batch: Any, walk: _Walk, pool: Executor | None = None) -> _Lines:
+    """A batch made ready for numpy; ``pool``: where to resolve its forwarding chains
+    meanwhile (the largest part of the work)."""
+    chains = pool.submit(_chains_of, batch.column("xff"), walk) if pool is not None else None
+    peers, peer_index = _encode(_as_string(batch.column("peer")))
     org_names, org_index = _encode(batch.column("org"))
     names = batch.schema.names
     keys = _encode(batch.column("key")) if "key" in names else None
     keep = batch.column("keep") if "keep" in names else None
+    chain_table, chain_index = (
+        chains.result() if chains is not None else _chains_of(batch.column("xff"), walk)
+    )
     return _Lines(
-        batch=batch,
         ts=np.asarray(batch.column("ts").to_numpy(zero_copy_only=False), dtype=np.float64),
-        peer_v4=peer_v4,
-        peer_is_v4=peer_is_v4,
-        peer_is_v6=peer_is_v6,
-        peer_hi=peer_hi,
-        peer_lo=peer_lo,
-        # a line without a client address is malformed (a blank one is read as unreadable)
-        has_peer=np.asarray(pc.greater(pc.binary_length(peer), 0).fill_null(False)),
-        chain=chains.result() if chains is not None else _chain_cols(batch.column("xff")),
+        peers=walk.peers(peers),
+        peer_index=peer_index,
+        chains=chain_table,
+        chain_index=chain_index,
         org_index=org_index,
         org_names=org_names.to_pylist(),
         key_index=keys[1] if keys is not None and (keys[1] >= 0).any() else None,
         key_names=keys[0].to_pylist() if keys is not None else [],
         keep=np.asarray(keep.fill_null(False), dtype=np.bool_) if keep is not None else None,
     )
+
+
+def _chains_of(col: Any, walk: _Walk) -> tuple[_Chains, npt.NDArray[np.intp]]:
+    """A batch's distinct forwarding headers, walked (:meth:`_Walk.chains`), and each line's
+    index among them."""
+    values, index = _encode(_as_string(col))
+    return walk.chains(values), index
+
+
+def _as_string(col: Any) -> Any:
+    import pyarrow as pa
+
+    return col if col.type == pa.string() else col.cast(pa.string())
 
 
 def _encode(col: Any) -> tuple[Any, npt.NDArray[np.intp]]:
@@ -939,40 +942,105 @@ class _Blanks:
         return np.where(self.mask[at - 1], self.run_start[j], at)
 
 
-def _per_value(col: Any, compute: Callable[[Any], list[npt.NDArray[Any]]],
-               fills: Sequence[Any]) -> list[npt.NDArray[Any]]:  # fmt: skip
-    """The columns ``compute`` gives, once per distinct string of ``col`` (Arrow's dictionary
-    encoding, in C++) and spread back to its lines; a null gets each column's ``fills`` value.
-    A log's clients and forwarding chains repeat: a batch of 1M lines of the synthetic log
-    holds ~95k distinct peers and ~115k distinct chains.
+@dataclass(slots=True)
+class _Peers:
+    """Distinct peer addresses, each read as a client address on its own (its snapshot row)
+    and as a proxy (trusted or not), then one entry more for a line without one (index -1)."""
 
-    (Remembering the previous batch's values, matched with ``index_in``, was tried: only 65%
-    of a batch's peers and 47% of its chains were in the batch before, and the matching cost
-    about what it saved.)"""
-    import pyarrow as pa
-
-    if col.type != pa.string():
-        col = col.cast(pa.string())
-    dictionary, index = _encode(col)
-    cols = compute(dictionary)
-    # a null indexes the appended slot, which holds the column's fill value
-    return [_spread(c, fill, index) for c, fill in zip(cols, fills, strict=True)]
+    values: Any  # the Arrow strings
+    given: npt.NDArray[np.bool_]  # not empty (a line without an address is malformed)
+    v4: npt.NDArray[np.uint64]
+    v6: npt.NDArray[np.bool_]  # plain IPv6 (not IPv4-mapped): hi, lo
+    hi: npt.NDArray[np.uint64]
+    lo: npt.NDArray[np.uint64]
+    readable: npt.NDArray[np.bool_]  # canonical IPv4 or plain IPv6: the rest is the resolver's
+    trusted: npt.NDArray[np.bool_]
+    row: npt.NDArray[np.int64]  # -1 where not readable
 
 
-def _spread(values: npt.NDArray[Any], fill: Any, index: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
-    """``values`` (one per distinct string, then ``fill`` for a null) at each line's
-    ``index``; a column that holds only ``fill`` (no IPv6 anywhere in a batch, say) is made
-    without a gather."""
-    if not (values != fill).any():
-        return np.full(len(index), fill, dtype=values.dtype)
-    return np.append(values, fill)[index]
+@dataclass(slots=True)
+class _Chains:
+    """Distinct forwarding headers, each walked as if a trusted proxy had sent it, then one
+    entry more for a line without one (index -1): whether it has entries, whether the walk
+    found the client here (else the resolver walks it), and that client (IPv4 ``client``, or
+    IPv6 ``hi``/``lo`` where ``v6``) with its snapshot row."""
+
+    values: Any  # the Arrow strings
+    has: npt.NDArray[np.bool_]
+    walked: npt.NDArray[np.bool_]
+    v6: npt.NDArray[np.bool_]
+    client: npt.NDArray[np.uint64]
+    hi: npt.NDArray[np.uint64]
+    lo: npt.NDArray[np.uint64]
+    row: npt.NDArray[np.int64]  # -1 where not walked
 
 
-def _chain_cols(col: Any, depth: int = 3) -> list[npt.NDArray[Any]]:
-    """Forwarding headers cut into entries: columns (count, then value and validity of the
-    right-most ``depth`` entries, then the right-most as IPv6); see :func:`_cut_chains`."""
-    fills = (0, *(np.uint64(0), False) * depth, False, np.uint64(0), np.uint64(0))
-    return _per_value(col, lambda values: _cut_chains(values, depth), fills)
+def _with_none(*cols: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
+    """Each column with one entry more, a zero (False), for index -1."""
+    return [np.append(c, np.zeros(1, c.dtype)) for c in cols]
+
+
+class _Walk:
+    """Client addresses found in numpy, once per distinct peer and forwarding header of a
+    batch (a batch of 500k lines holds ~70k of each), as the resolver finds them: IPv4 and
+    plain IPv6 peers; behind a trusted peer, X-Forwarded-For chains of up to ``depth``
+    entries walked from the right while ``depth`` is within the hop limit, their entries
+    canonical IPv4 (or the right-most plain IPv6). Anything else is left to the resolver.
+
+    Per line, the main thread then only picks these answers by index. (Remembering the
+    previous batch's values, matched with ``index_in``, was tried: only 65% of a batch's peers
+    and 47% of its chains were in the batch before, and the matching cost about what it
+    saved.)"""
+
+    def __init__(self, trusted: _Trusted, snapshot: Snapshot, depth: int, xff: bool) -> None:
+        self.trusted = trusted
+        self.snapshot = snapshot
+        self.depth = depth
+        self.xff = xff  # the forwarding header is X-Forwarded-For: walked here
+
+    def peers(self, values: Any) -> _Peers:
+        import pyarrow.compute as pc
+
+        v4, v4_ok, v6_ok, hi, lo = _peer_cols(values)
+        trusted = v4_ok & self.trusted.v4_mask(v4)
+        if self.trusted.v6 and v6_ok.any():
+            trusted |= v6_ok & self.trusted.v6_mask(hi, lo)
+        row = np.where(v4_ok, self.snapshot.rows_v4(v4), -1)
+        if v6_ok.any():
+            row[v6_ok] = self.snapshot.rows_v6(hi[v6_ok], lo[v6_ok])
+        given = np.asarray(pc.greater(pc.binary_length(values), 0))
+        given, v4, v6_ok, hi, lo, readable, trusted = _with_none(
+            given, v4, v6_ok, hi, lo, v4_ok | v6_ok, trusted
+        )
+        return _Peers(values, given, v4, v6_ok, hi, lo, readable, trusted, np.append(row, -1))
+
+    def chains(self, values: Any) -> _Chains:
+        count, last, last_ok, p1, p1_ok, p2, p2_ok, v6, hi, lo = _cut_chains(values, 3)
+        n = len(count)
+        client = np.zeros(n, np.uint64)
+        walked = np.zeros(n, np.bool_)
+        row = np.full(n, -1, np.int64)
+        if self.xff:
+            mask = self.trusted.v4_mask
+            simple = last_ok & ~mask(last)  # the right-most entry is no proxy: the client
+            if self.trusted.v6 and v6.any():
+                v6 &= ~self.trusted.v6_mask(hi, lo)
+            # The right-most entry is a trusted proxy: walk one or two more entries; an
+            # untrusted entry is the client, and so is the left-most when all are trusted.
+            step = last_ok & ~simple & (count >= 2) & (count <= self.depth) & p1_ok
+            p1_trusted = mask(p1)
+            at1 = step & (~p1_trusted | (count == 2))
+            at2 = step & p1_trusted & (count == 3) & p2_ok
+            client = np.where(simple, last, np.where(at1, p1, np.where(at2, p2, 0)))
+            v4 = simple | at1 | at2
+            walked = v4 | v6
+            row = np.where(v4, self.snapshot.rows_v4(client), -1)
+            if v6.any():
+                row[v6] = self.snapshot.rows_v6(hi[v6], lo[v6])
+        else:
+            v6 = np.zeros(n, np.bool_)
+        has, walked, v6, client, hi, lo = _with_none(count > 0, walked, v6, client, hi, lo)
+        return _Chains(values, has, walked, v6, client, hi, lo, np.append(row, -1))
 
 
 def _cut_chains(values: Any, depth: int) -> list[npt.NDArray[Any]]:
@@ -1047,13 +1115,6 @@ def _parse_v6(
     valid[where] = np.asarray(read, dtype=np.bool_) & ~mapped
     hi[where], lo[where] = h, low
     return valid, hi, lo
-
-
-def parse_v4_repeated(arr: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
-    """:func:`parse_v4` for a column where addresses repeat (a log's clients): each distinct
-    address is parsed once (Arrow's dictionary encoding, in C++), then spread back."""
-    values, valid = _per_value(arr, lambda v: list(parse_v4(v)), (np.uint64(0), False))
-    return values, valid
 
 
 def parse_v4(arr: Any) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
@@ -1197,8 +1258,7 @@ def replay(
     vector_xff = config.header.strip().lower() == "x-forwarded-for"
     # Chains of up to three entries are walked in numpy when the hop limit lets the resolver
     # walk them all (a longer chain, or a tighter limit, is the exact resolver's).
-    walkable = min(3, config.hop_limit + 1)
-    trusted_nets = _Trusted(resolver)
+    walk = _Walk(_Trusted(resolver), snapshot, min(3, config.hop_limit + 1), vector_xff)
     import pyarrow as pa
 
     nrows = len(snapshot._row_flags)  # the row count of this snapshot
@@ -1235,15 +1295,14 @@ def replay(
     # An empty file has no lines (nor a header to read them by).
     groups = [[f] for f in files if Path(f).stat().st_size] if fmt == "csv" else [list(files)]
     for lines in itertools.chain.from_iterable(
-        _batches(group, fmt, fields, keep, batch_size, threads, rejected) for group in groups
+        _batches(group, fmt, fields, keep, batch_size, threads, walk, rejected) for group in groups
     ):
         n = len(lines.ts)
         report.total_lines += n
-        ts, peer_v4, peer_is_v4 = lines.ts, lines.peer_v4, lines.peer_is_v4
-        peer_is_v6, peer_hi, peer_lo = lines.peer_is_v6, lines.peer_hi, lines.peer_lo
-        xff_n, last_v4, last_is_v4, p1_v4, p1_ok, p2_v4, p2_ok = lines.chain[:7]
-        last_is_v6, last_hi, last_lo = lines.chain[7:]
-        ok = lines.has_peer & np.isfinite(ts)
+        ts = lines.ts
+        peers, chains = lines.peers, lines.chains
+        pi, xi = lines.peer_index, lines.chain_index
+        ok = peers.given[pi] & np.isfinite(ts)
         bad = ~ok
         if bad.any():
             report.malformed += int(bad.sum())
@@ -1251,56 +1310,25 @@ def replay(
             out = ok & ~lines.keep
             report.filtered += int(out.sum())
             ok &= lines.keep
-        # 1. client address: IPv4 and plain IPv6 here, all at once; the rest (odd spellings,
-        # long chains, IPv6 deeper in a chain) by the resolver, line by line
-        trusted = peer_is_v4 & trusted_nets.v4_mask(peer_v4)
-        if trusted_nets.v6 and peer_is_v6.any():
-            trusted |= peer_is_v6 & trusted_nets.v6_mask(peer_hi, peer_lo)
-        via_xff = trusted & (xff_n > 0)
-        simple = (
-            via_xff & last_is_v4 & ~trusted_nets.v4_mask(last_v4) if vector_xff else via_xff & False
-        )
-        # (np.where, not masked assignment: a third of the time on a million lines)
-        client = np.where(simple, last_v4, peer_v4)
-        walked = simple
-        simple_v6 = via_xff & last_is_v6 if vector_xff else via_xff & False
-        if trusted_nets.v6 and simple_v6.any():
-            simple_v6 &= ~trusted_nets.v6_mask(last_hi, last_lo)
+        # 1. client address: what the batch's distinct peers and chains resolve to in numpy
+        # (_Walk), picked per line; the rest (odd spellings, long chains, IPv6 deeper in a
+        # chain, another forwarding header) by the resolver, line by line
+        trusted = peers.trusted[pi]
+        via_xff = trusted & chains.has[xi]
+        unreadable = ~peers.readable[pi]
         if vector_xff:
-            walked = walked | simple_v6
-            # Chains whose right-most entry is a trusted proxy: walk one or two more entries.
-            deeper = via_xff & last_is_v4 & ~simple & (xff_n >= 2) & (xff_n <= walkable)
-            if deeper.any():
-                step = deeper & p1_ok
-                p1_trusted = trusted_nets.v4_mask(p1_v4)
-                # an untrusted entry is the client; so is the left-most when all are trusted
-                at1 = step & (~p1_trusted | (xff_n == 2))
-                client = np.where(at1, p1_v4, client)
-                further = step & p1_trusted & (xff_n == 3)
-                at2 = np.zeros(n, dtype=np.bool_)
-                if further.any():
-                    at2 = further & p2_ok
-                    client = np.where(at2, p2_v4, client)
-                walked = walked | at1 | at2
-        slow = ok & (
-            (~peer_is_v4 & ~peer_is_v6) | (via_xff & ~walked) | (trusted & ~np.bool_(vector_xff))
-        )
-        # the lines whose client is an IPv6 address: the peer's own, or the chain's last entry
-        client_v6 = ok & ~slow & ((peer_is_v6 & ~via_xff) | simple_v6)
-        rows = snapshot.rows_v4(client.astype(np.uint32))
-        if client_v6.any():
-            hi = np.where(simple_v6, last_hi, peer_hi)[client_v6]
-            lo = np.where(simple_v6, last_lo, peer_lo)[client_v6]
-            rows[client_v6] = snapshot.rows_v6(hi, lo)
-        client_v4_known = ok & ~slow & ~client_v6
+            slow = ok & (unreadable | (via_xff & ~chains.walked[xi]))
+        else:
+            slow = ok & (unreadable | trusted)
+        rows = np.where(via_xff, chains.row[xi], peers.row[pi])
         slow_clients: dict[int, tuple[int, int] | None] = {}
         if slow.any():
             where = np.flatnonzero(slow)
-            picked = pa.array(where)
-            peers = lines.batch.column("peer").take(picked).to_pylist()
-            raw = lines.batch.column("xff").take(picked).to_pylist()
+            texts = peers.values.take(pa.array(pi[where])).to_pylist()
+            xs = xi[where]
+            raw = chains.values.take(pa.array(xs, mask=xs < 0)).to_pylist()
             for j, i in enumerate(where.tolist()):
-                peer, chain = peers[j].strip(), (raw[j] or "").strip() or None
+                peer, chain = texts[j].strip(), (raw[j] or "").strip() or None
                 key = (peer, chain)
                 got = memo.get(key)
                 if got is None:
@@ -1357,12 +1385,15 @@ def replay(
             special |= ok  # any line may sit in an exempt network: decide each with its address
         special &= ok
         if special.any():
-            for i in np.flatnonzero(special & client_v6).tolist():
-                hi_i, lo_i = (last_hi, last_lo) if simple_v6[i] else (peer_hi, peer_lo)
-                slow_clients[i] = (6, (int(hi_i[i]) << 64) | int(lo_i[i]))
-            _decide_special(special, rows, seg, org, org_names, client, client_v4_known,
-                            slow_clients, main, other, action, affected, territory, enf_territory,
-                            unsupported, other_action if other is not None else None)  # fmt: skip
+            addrs = {
+                i: slow_clients.get(i)
+                if slow[i]
+                else _address(peers, chains, int(pi[i]), int(xi[i]), bool(via_xff[i]))
+                for i in np.flatnonzero(special).tolist()
+            }
+            _decide_special(special, rows, seg, org, org_names, addrs, main, other, action,
+                            affected, territory, enf_territory, unsupported,
+                            other_action if other is not None else None)  # fmt: skip
         anon = (row_flags[np.minimum(rows, nrows - 1)] & np.uint16(_ANON_BITS)) != 0
         anon &= rows < nrows
         _aggregate(report, tallies, ok, ts, org, len(org_names), action, affected, territory,
@@ -1376,15 +1407,26 @@ def replay(
     return report
 
 
+def _address(peers: _Peers, chains: _Chains, p: int, x: int,
+             via_chain: bool) -> tuple[int, int]:  # fmt: skip
+    """The client address (version, value) of a line the walk resolved: its chain's client
+    behind a trusted proxy, else its peer."""
+    if via_chain:
+        if chains.v6[x]:
+            return 6, (int(chains.hi[x]) << 64) | int(chains.lo[x])
+        return 4, int(chains.client[x])
+    if peers.v6[p]:
+        return 6, (int(peers.hi[p]) << 64) | int(peers.lo[p])
+    return 4, int(peers.v4[p])
+
+
 def _decide_special(
     special: npt.NDArray[np.bool_],
     rows: npt.NDArray[np.int64],
     seg: npt.NDArray[np.int64],
     org: npt.NDArray[np.int64],
     org_names: list[str],
-    client: npt.NDArray[np.uint64],
-    client_known: npt.NDArray[np.bool_],
-    slow_clients: dict[int, tuple[int, int] | None],
+    addrs: dict[int, tuple[int, int] | None],
     main: _Decider,
     other: _Decider | None,
     action: npt.NDArray[np.int64],
@@ -1399,7 +1441,7 @@ def _decide_special(
     for i in np.flatnonzero(special).tolist():
         account = org_names[org[i]]
         account = None if account == _NO_ORG else account
-        addr = (4, int(client[i])) if client_known[i] else slow_clients.get(i)
+        addr = addrs[i]
         k = (int(rows[i]), int(seg[i]), account or "", addr)
         got = memo.get(k)
         if got is None:
