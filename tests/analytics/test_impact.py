@@ -688,6 +688,39 @@ def test_cli_writes_every_report(
     assert bad.exit_code == 2 and "no such file" in bad.output
 
 
+def test_cli_refuses_a_corrupt_snapshot_checked_while_it_replays(
+    tmp_path: Path, tiny_snapshot_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's body is checked in a thread beside the replay: a corrupt one is an
+    error naming it and nothing is written, also when what the corruption caused fails
+    first (the replay raising here stands in for that)."""
+    import regiongate.analytics.impact as impact
+    from regiongate.cli.app import app
+
+    monkeypatch.setenv("REGIONGATE_HOME", str(tmp_path))
+    write_jsonl(tmp_path / "access.jsonl", LINES)
+    data = bytearray(tiny_snapshot_path.read_bytes())
+    data[len(data) - 5] ^= 0x40
+    bad = tmp_path / "bad.rgsnap"
+    bad.write_bytes(bytes(data))
+    args = ["impact", str(tmp_path / "access.jsonl"), "--snapshot", str(bad), "--json",
+            str(tmp_path / "r.json"), "--against", "sanctions-comprehensive"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "body checksum mismatch" in result.output, result.output
+    assert not (tmp_path / "r.json").exists()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise IndexError("row 4294967295 out of range")
+
+    monkeypatch.setattr(impact, "replay", broken)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "body checksum mismatch" in result.output, result.output
+    assert not (tmp_path / "r.json").exists()
+    # a sound snapshot: the replay's own failure is the one shown
+    result = CliRunner().invoke(app, [*args[:2], "--snapshot", str(tiny_snapshot_path)])
+    assert isinstance(result.exception, IndexError)
+
+
 def test_cli_keeps_freed_memory_where_the_c_library_can(monkeypatch: pytest.MonkeyPatch) -> None:
     """glibc (this machine's) takes both settings, and Arrow then allocates through it; a C
     library without ``mallopt`` (musl, macOS), or none to load, leaves the allocators as they

@@ -365,6 +365,25 @@ def test_corrupt_snapshot_refused(tiny_snapshot_path: Path, tmp_path: Path) -> N
         Snapshot(bad)
 
 
+def test_verify_checks_the_body_of_a_snapshot_opened_without(
+    tiny_snapshot_path: Path, tmp_path: Path
+) -> None:
+    """``verify=False`` opens a snapshot whose body is corrupt (the header still checked);
+    ``verify()`` then finds what opening would have."""
+    Snapshot(tiny_snapshot_path, verify=False).verify()  # a sound one passes
+    data = bytearray(tiny_snapshot_path.read_bytes())
+    data[len(data) - 5] ^= 0x40
+    bad = tmp_path / "bad.rgsnap"
+    bad.write_bytes(bytes(data))
+    snap = Snapshot(bad, verify=False)
+    with pytest.raises(SnapshotError, match="body checksum"):
+        snap.verify()
+    data[60] ^= 0x40  # the header is checked either way
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="header checksum"):
+        Snapshot(bad, verify=False)
+
+
 def test_missing_snapshot_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError, match="regiongate data install"):
         open_snapshot(tmp_path / "nope.rgsnap")

@@ -15,7 +15,6 @@ campaign does not exist; 2 bad input, bad configuration or a store that does not
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -424,6 +423,8 @@ def send(
             timeout=timeout,
             on_result=show,
         )
+        import asyncio  # (here: the other commands start without it)
+
         report = asyncio.run(worker.run())
     if as_json:
         _print_json(report.to_dict())
