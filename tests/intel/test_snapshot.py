@@ -438,3 +438,36 @@ def test_answers_decoded_with_the_collector_paused_and_left_as_found() -> None:
             assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_answers_are_decoded_one_by_one_where_the_snapshot_says_where(
+    tiny_snapshot_path: Path,
+) -> None:
+    """The answers' text is the compact JSON of them all, byte for byte (what snapshots
+    before the spans hold, and what they are still read by); each span decodes to its own
+    answer; a snapshot without spans answers the same by decoding them all."""
+    import json
+
+    from regiongate.intel.compile import _values_json
+
+    values = [[[None] * 7, ["RU", "UA-43", None, 1, 'a "b", [c]', None, None]],
+              [[None] * 7], [[None] * 7, ["CN", None, "Beijing", 2, "é", "vpn", "x"]] * 2]  # fmt: skip
+    text, spans, base = _values_json(values)
+    assert text == json.dumps(values, separators=(",", ":")).encode()
+    for j, answers in enumerate(values):
+        for v, answer in enumerate(answers):
+            start, end = spans[base[j] + v]
+            assert json.loads(text[start:end]) == answer
+    with Snapshot(tiny_snapshot_path) as fast, Snapshot(tiny_snapshot_path) as whole:
+        del whole._arrays["values_spans"], whole._arrays["values_base"]
+        every = json.loads(fast._arrays["values_json"].tobytes())
+        assert len(every) == len(fast.header["sources"]) == len(fast._arrays["values_base"])
+        for j, answers in enumerate(every):
+            for v in range(1, len(answers)):
+                assert fast._answer(j, v) == whole._answer(j, v)
+                assert fast._answer(j, v).country == answers[v][0]
+        assert fast._raw_values is None and whole._raw_values is not None
+        fast._arrays["values_spans"] = fast._arrays["values_spans"][:1]  # damaged: refused
+        fast._answers.clear()
+        with pytest.raises(SnapshotError, match="unreadable"):
+            fast._answer(len(every) - 1, 1)

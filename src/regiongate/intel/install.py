@@ -719,7 +719,9 @@ def stale_warnings(header: dict[str, Any], today: dt.date | None = None) -> list
 
 
 def _inputs_digest(specs: Sequence[SourceSpec], manifests: Sequence[dict[str, Any]]) -> str:
-    h = hashlib.sha256(f"regiongate {__version__} snapshot v1".encode())
+    # The tag names what a snapshot holds: a new one makes installs compile afresh (v2: the
+    # answers' spans, values_spans and values_base).
+    h = hashlib.sha256(f"regiongate {__version__} snapshot v2".encode())
     h.update(hosting_asns_digest().encode())
     for spec, manifest in zip(specs, manifests, strict=True):
         h.update(json.dumps([spec.to_dict(), manifest["files"]], sort_keys=True).encode())

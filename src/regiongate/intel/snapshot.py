@@ -310,13 +310,7 @@ class Snapshot:
         first asked for (a snapshot holds ~95k answers; a process needs a few thousand)."""
         answer = self._answers.get((source, value))
         if answer is None:
-            raw = self._raw_values
-            if raw is None:
-                raw = _decode_untracked(self._arrays["values_json"].tobytes())
-                if not isinstance(raw, list) or len(raw) != len(self.header["sources"]):
-                    raise SnapshotError(f"{self.path}: source answers do not match its sources")
-                self._raw_values = raw
-            v = raw[source][value]
+            v = self._raw_answer(source, value)
             answer = self._answers[(source, value)] = SourceAnswer(
                 source=self.header["sources"][source]["name"],
                 country=v[0],
@@ -328,6 +322,30 @@ class Snapshot:
                 provider=v[6],
             )
         return answer
+
+    def _raw_answer(self, source: int, value: int) -> list[Any]:
+        """Answer number ``value`` of source number ``source`` as the snapshot stores it:
+        decoded alone where the snapshot says where it is (``values_spans``), else out of
+        every answer, decoded once (snapshots compiled before the spans were kept)."""
+        spans = self._arrays.get("values_spans")
+        base = self._arrays.get("values_base")
+        text = self._arrays["values_json"]
+        if spans is not None and base is not None:
+            try:
+                start, end = spans[int(base[source]) + value].tolist()
+                got = json.loads(text[start:end].tobytes()) if 0 <= start < end else None
+            except (IndexError, ValueError):
+                got = None
+            if not isinstance(got, list) or len(got) != 7:
+                raise SnapshotError(f"{self.path}: answer {value} of source {source} unreadable")
+            return got
+        raw = self._raw_values
+        if raw is None:
+            raw = _decode_untracked(text.tobytes())
+            if not isinstance(raw, list) or len(raw) != len(self.header["sources"]):
+                raise SnapshotError(f"{self.path}: source answers do not match its sources")
+            self._raw_values = raw
+        return raw[source][value]
 
     def origin_for_row(self, row: int) -> Origin:
         """The ``Origin`` of a snapshot row (as returned by :meth:`row_of`); cached."""
