@@ -792,8 +792,13 @@ def _encode(col: Any) -> tuple[Any, npt.NDArray[np.intp]]:
     if not all(c.dictionary is last or c.dictionary.equals(last) for c in chunks):
         chunks = encoded.unify_dictionaries().chunks
         last = chunks[-1].dictionary
-    index = np.concatenate([c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in chunks])
-    return last, index.astype(np.intp)
+    parts = [
+        (c.indices.fill_null(-1) if c.indices.null_count else c.indices).to_numpy(
+            zero_copy_only=False
+        )
+        for c in chunks
+    ]
+    return last, np.concatenate(parts, dtype=np.intp)  # (widened as they are joined)
 
 
 def _coalesced(reader: Any, rows: int) -> Iterator[Any]:
@@ -1348,14 +1353,14 @@ def replay(
         rows = np.where(rows < 0, nrows, rows)
         # 2-3. decisions per row, actions per (row, segment)
         seg = main.segments(ts)
-        main.fill(rows[ok])
+        main.fill(rows)  # (uncounted lines' rows too: copying out the counted cost more)
         action = main.actions(rows, seg)
         affected = main.table[main.enforce_seg][main.core[rows]] == 2
         territory = main.territory[rows].astype(np.int64)
         enf_territory = territory.copy()
         unsupported = main.unsupported[rows]
         if other is not None:
-            other.fill(rows[ok])
+            other.fill(rows)
             other_action = other.actions(rows, other.segments(ts))
         # organisations: the line's own, else its key's, else (none)
         idx = lines.org_index
