@@ -467,6 +467,8 @@ def test_answers_are_decoded_one_by_one_where_the_snapshot_says_where(
                 assert fast._answer(j, v) == whole._answer(j, v)
                 assert fast._answer(j, v).country == answers[v][0]
         assert fast._raw_values is None and whole._raw_values is not None
+        with pytest.raises(SnapshotError, match="unreadable"):  # past its source's answers
+            fast._answer(0, len(every[0]))
         fast._arrays["values_spans"] = fast._arrays["values_spans"][:1]  # damaged: refused
         fast._answers.clear()
         with pytest.raises(SnapshotError, match="unreadable"):

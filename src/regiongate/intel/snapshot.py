@@ -331,11 +331,15 @@ class Snapshot:
         base = self._arrays.get("values_base")
         text = self._arrays["values_json"]
         if spans is not None and base is not None:
+            got = None
             try:
-                start, end = spans[int(base[source]) + value].tolist()
-                got = json.loads(text[start:end].tobytes()) if 0 <= start < end else None
+                first = int(base[source])  # the source's answers: up to the next source's
+                last = int(base[source + 1]) if source + 1 < len(base) else len(spans)
+                if 0 <= value < last - first:
+                    start, end = spans[first + value].tolist()
+                    got = json.loads(text[start:end].tobytes()) if 0 <= start < end else None
             except (IndexError, ValueError):
-                got = None
+                pass
             if not isinstance(got, list) or len(got) != 7:
                 raise SnapshotError(f"{self.path}: answer {value} of source {source} unreadable")
             return got
