@@ -22,6 +22,28 @@ def test_version_and_help() -> None:
         assert command in result.output
 
 
+def test_the_command_moves_what_its_imports_made_out_of_the_collectors_way() -> None:
+    """``main()`` freezes the objects its imports made before the command runs (the
+    collector then walks only what the command makes, at exit too); the command still
+    answers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc, sys\n"
+        "from regiongate.cli import main\n"
+        "before = gc.get_freeze_count()\n"
+        "sys.argv = ['regiongate', '--version']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(before, gc.get_freeze_count(), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)  # fmt: skip
+    before, after = map(int, done.stderr.split())
+    assert before == 0 and after > 10_000
+    assert __version__ in done.stdout
+
+
 def test_lookup_json_contract(tiny_snapshot_path: Path) -> None:
     ips = ["2.0.1.1", "1.0.0.200", "10.0.0.1", "not-an-ip", "2001:4000::1"]
     result = runner.invoke(app, ["lookup", *ips, "--json", "--snapshot", str(tiny_snapshot_path)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import sys
 from pathlib import Path
@@ -621,4 +622,8 @@ def admin_token(
 
 def main() -> None:
     """Console-script entry point."""
+    # What the imports made lives as long as the process: moved out of the collector's way,
+    # so that its collections, the last ones at exit among them, walk only what the command
+    # makes (~40 ms less at the exit of every command, measured on `impact`).
+    gc.freeze()
     app()
