@@ -14,6 +14,7 @@ Needs the installed data. Timings are never asserted.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -90,6 +91,10 @@ def fig_impact(quick: bool) -> list[dict[str, Any]]:
                str(lines), "--orgs", "2000", "--seed", "7", "--days", "30", "--start",
                "2024-06-10T00:00:00Z"]  # fmt: skip
         subprocess.run(gen, check=True, capture_output=True)
+        # The 2.6 GiB just written are flushed to disk before anything is timed: otherwise
+        # the kernel writes them back during the rounds, on the same two cores (a log being
+        # replayed was written long before, as in use).
+        os.sync()
         size = log.stat().st_size
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         cmd = [sys.executable, "-m", "regiongate", "impact", str(log), "--trusted-proxy",
@@ -131,6 +136,7 @@ def fig_impact_ipv6(quick: bool) -> list[dict[str, Any]]:
                str(lines), "--orgs", "2000", "--seed", "7", "--days", "30", "--start",
                "2024-06-10T00:00:00Z", "--ipv6", "0.4"]  # fmt: skip
         subprocess.run(gen, check=True, capture_output=True)
+        os.sync()  # (as above)
         truth = json.loads(Path(f"{log}.truth.json").read_text())
         v6 = sum(o["ipv6_lines"] for o in truth["orgs"])
         naive = _naive(log, 300_000, ipv6=True)
