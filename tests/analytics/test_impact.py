@@ -1045,6 +1045,7 @@ def test_chains_cut_in_numpy_match_a_split() -> None:
     """Each header's entry count and right-most three entries, against str.split/strip."""
     import ipaddress
 
+    import numpy as np
     import pyarrow as pa
 
     from regiongate.analytics.impact import _cut_chains
@@ -1059,6 +1060,15 @@ def test_chains_cut_in_numpy_match_a_split() -> None:
                "1.2.3.4, 2001:db8::1", "2001:DB8:0:0::2", "::ffff:1.2.3.4", "fe80::1%eth0",
                "[2001:db8::3]:443", "1.2.3.4,\t 2001:db8::4 \t", "::", "2001:db8::1::2"]  # fmt: skip
     cols = _cut_chains(pa.array([h or "" for h in headers] * 3), 3)
+    # asked for the entries left of the right-most for some headers only: those get them,
+    # the rest none
+    some = _cut_chains(pa.array([h or "" for h in headers] * 3), 3,
+                       lambda count, value, valid: np.arange(len(count)) % 3 == 1)  # fmt: skip
+    for row in range(len(headers) * 3):
+        for c in (0, 1, 2, 7, 8, 9):  # the count and the right-most entry: for every header
+            assert some[c][row] == cols[c][row]
+        for c in (3, 4, 5, 6):
+            assert some[c][row] == (cols[c][row] if row % 3 == 1 else 0)
     count, entries = cols[0], [(cols[1 + 2 * i], cols[2 + 2 * i]) for i in range(3)]
     for row, header in enumerate(headers * 3):
         parts = (header or "").split(",")
