@@ -1117,9 +1117,11 @@ def _peer_cols(values: Any) -> list[npt.NDArray[Any]]:
     import pyarrow.compute as pc
 
     v4, v4_ok = parse_v4(values)
-    colon = np.asarray(pc.match_substring(values, ":").fill_null(False))
-    maybe = np.flatnonzero(~v4_ok & colon)
-    v6_ok, hi, lo = _parse_v6(values.take(pa.array(maybe)).to_pylist(), maybe, len(values))
+    rest = np.flatnonzero(~v4_ok)  # (a few percent: the rest are IPv4)
+    texts = values.take(pa.array(rest))
+    colon = np.asarray(pc.match_substring(texts, ":").fill_null(False))
+    maybe = rest[colon]
+    v6_ok, hi, lo = _parse_v6(texts.filter(pa.array(colon)).to_pylist(), maybe, len(values))
     return [v4, v4_ok, v6_ok, hi, lo]
 
 
